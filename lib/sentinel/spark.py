@@ -1,0 +1,65 @@
+"""SparkSession from settings: the one place Spark is configured."""
+from __future__ import annotations
+
+import os
+import sys
+
+from sentinel.config import Settings
+
+KAFKA_CONNECTOR = "org.apache.spark:spark-sql-kafka-0-10_2.13"
+
+
+def spark_version() -> str:
+    import pyspark
+    return pyspark.__version__
+
+
+def kafka_package() -> str:
+    """Spark's Kafka connector for the installed Spark: the versions must match exactly."""
+    return f"{KAFKA_CONNECTOR}:{spark_version()}"
+
+
+def session(settings: Settings, app_suffix: str = "", kafka: bool = False):
+    """Get or create the SparkSession.
+
+    Under ``spark-submit`` the JVM already exists and ``conf/spark-defaults.conf`` (via
+    ``SPARK_CONF_DIR``) supplies jars; from ``sentinel ...`` this starts the JVM and adds the
+    Kafka connector when ``kafka`` is true.
+    """
+    from pyspark.sql import SparkSession
+
+    sp = settings.spark
+    # Python workers must run this interpreter (it has pandas, pyarrow and TensorFlow).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    threads = str(sp.python_threads)
+    b = (SparkSession.builder.appName(sp.app_name + (f"-{app_suffix}" if app_suffix else ""))
+         .config("spark.sql.session.timeZone", "UTC")
+         .config("spark.sql.shuffle.partitions", str(sp.shuffle_partitions))
+         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+         .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(sp.arrow_max_records))
+         .config("spark.sql.streaming.stopTimeout", "60s")
+         .config("spark.ui.showConsoleProgress", "false")
+         # One TensorFlow/OpenMP thread per Python worker: Spark already runs a worker per core.
+         .config("spark.executorEnv.OMP_NUM_THREADS", threads)
+         .config("spark.executorEnv.TF_NUM_INTRAOP_THREADS", threads)
+         .config("spark.executorEnv.TF_NUM_INTEROP_THREADS", threads)
+         .config("spark.executorEnv.TF_CPP_MIN_LOG_LEVEL", "2")
+         .config("spark.executorEnv.SENTINEL_TF_THREADS", threads))
+    if sp.state_store == "rocksdb":
+        b = b.config("spark.sql.streaming.stateStore.providerClass",
+                     "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+    if not under_spark_submit():
+        b = b.master(sp.master)
+        if kafka:
+            b = b.config("spark.jars.packages", kafka_package())
+    for key, value in sp.conf.items():
+        b = b.config(key, value)
+    spark = b.getOrCreate()
+    spark.sparkContext.setLogLevel(sp.log_level)
+    return spark
+
+
+def under_spark_submit() -> bool:
+    """True when spark-submit launched this Python (the JVM exists and owns master/jars)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# make test: set up, start the real services the tests use (Kafka, PostgreSQL, S3 server),
+# run unit + integration + end-to-end tests, stop the services again.
+#   scripts/test.sh            everything
+#   scripts/test.sh unit       unit tests only (no Spark, no services; seconds)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+scripts/setup.sh
+source scripts/env.sh
+if [[ "${1:-all}" == unit ]]; then
+  exec .venv/bin/python -m pytest tests/unit -q
+fi
+started=()
+cleanup() {
+  for svc in "${started[@]}"; do scripts/services/$svc.sh stop >/dev/null 2>&1 || true; done
+}
+trap cleanup EXIT
+for svc in kafka postgres s3; do
+  scripts/services/$svc.sh start
+  started+=("$svc")
+done
+eval "$(scripts/services/postgres.sh env)"
+eval "$(scripts/services/s3.sh env)"
+export SENTINEL_KAFKA_BOOTSTRAP=127.0.0.1:${KAFKA_PORT:-19092}
+.venv/bin/python -m pytest tests -q --durations=15 "${@:2}"
