@@ -107,7 +107,6 @@ class StreamSettings:
     model: str = "models/pressure"
     checkpoint: str = "checkpoints/deploy"
     trigger_s: float = 1.0
-    watermark: str = "1 hour"
     late_policy: str = "reject"
     max_batches: int = 0
     idle_timeout_s: float = 0.0

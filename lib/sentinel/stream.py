@@ -4,15 +4,18 @@ One micro-batch::
 
     source (socket | kafka)                   # raw: string, key: string
     -> mapInPandas(parse)                     # raw, sensor_id, event_time, values, reject_reason
-    -> valid: watermark + dropDuplicatesWithinWatermark(sensor_id, event_time)
-       -> groupBy(sensor_id).transformWithStateInPandas(WindowProcessor)
+    -> valid rows: groupBy(sensor_id).transformWithStateInPandas(WindowProcessor)
                                               # one row per reading: status window|warmup|late|duplicate
     -> union(invalid rows as status 'reject')
     -> pandas UDF score(sensor_id, window, window_times)   # score, threshold, is_anomaly
     -> foreachBatch(BatchWriter)              # anomalies + rejects to every sink, one log line
 
 The per-sensor state holds the newest W-1 readings in event-time order (``windows.assemble``
-does the work, the same function as the batch path).
+does the work, the same function as the batch path). It is also where duplicates and late
+readings are caught: a reading at the same time as, or older than, the newest one accepted
+for its sensor becomes a ``duplicate`` or ``late`` reject. A Spark watermark with
+``dropDuplicatesWithinWatermark`` would drop such rows without a trace, so there is none;
+state stays bounded anyway (W-1 readings per sensor).
 """
 from __future__ import annotations
 
@@ -112,7 +115,7 @@ class WindowProcessor:
             res = assemble(t_ns, vals, st, self.length, self.max_gap_ns)
             self.state.update((res.state.times.tolist(), res.state.values.ravel().tolist(), int(res.state.last_time)))
             status = np.array([STATUS_NAMES[s] for s in res.status], dtype=object)
-            flat = res.windows.reshape(res.windows.shape[0], -1)
+            flat = res.windows.reshape(res.windows.shape[0], self.length * self.n_features)
             win = [flat[r] if r >= 0 else None for r in res.window_row]
             wt = [res.window_times[r] if r >= 0 else None for r in res.window_row]
             reason = np.where(status == "late", "late: older than the newest reading already scored for this sensor",
@@ -162,9 +165,9 @@ def build_stream(spark, settings: Settings, bundle_path: str, manifest: dict, so
     raw = source_df if source_df is not None else read_source(spark, settings)
     parsed = raw.mapInPandas(_parse_batches(settings.data), PARSED_SCHEMA)
     # raw, sensor_id, event_time, values, reject_reason
-    valid = (parsed.filter(F.col("reject_reason").isNull())
-             .withWatermark("event_time", settings.stream.watermark)
-             .dropDuplicatesWithinWatermark(["sensor_id", "event_time"]))
+    # No Spark watermark or dropDuplicates here on purpose: both drop late rows silently.
+    # The window state de-duplicates and orders per sensor instead, and rejects what it drops.
+    valid = parsed.filter(F.col("reject_reason").isNull())
     length = int(manifest["window"]["length"])
     max_gap_ns = int(manifest["window"]["max_gap_s"]) * NS_PER_S
     staged = valid.groupBy("sensor_id").transformWithStateInPandas(

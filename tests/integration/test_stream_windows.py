@@ -1,0 +1,91 @@
+"""The streaming path (Spark, transformWithStateInPandas + pandas UDF) against the batch path.
+
+Events are written as JSON-lines files, one micro-batch per file, shuffled inside each file:
+the windows and scores assembled across micro-batches must equal `sentinel score`'s for the
+same readings; malformed and late lines must come out as rejects.
+"""
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sentinel import stream
+from sentinel.commands import score_table
+from sentinel.events import to_event_json
+from sentinel.model import load_bundle
+
+pytestmark = pytest.mark.spark
+
+
+@pytest.fixture(scope="module")
+def streamed(spark, tiny_settings, tiny_bundle, tiny_network, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("stream")
+    src = tmp / "in"
+    src.mkdir()
+    r = tiny_network.readings
+    r = r[r.timestamp >= r.timestamp.max() - pd.Timedelta(days=1)].reset_index(drop=True)
+    lines = [to_event_json(x.sensor_id, x.timestamp, {"pressure": x.pressure}, tiny_settings.data)
+             for x in r.itertuples()]
+    rng = np.random.default_rng(0)
+    chunks = np.array_split(np.arange(len(lines)), 6)
+    for i, idx in enumerate(chunks):
+        body = [lines[j] for j in rng.permutation(idx)]
+        if i == 2:
+            body += ["garbage", '{"sensor_id": "PT-0001", "timestamp": "2026-01-01T00:00:00Z", "pressure": "x"}']
+        (src / f"part-{i:03d}.jsonl").write_text("\n".join(body) + "\n")
+    late_line = lines[chunks[0][5]]  # a reading long since scored
+    (src / "part-999.jsonl").write_text(late_line.replace('"pressure": ', '"pressure": 1') + "\n")
+    # The file source takes files in modification-time order: make that the name order.
+    for k, f in enumerate(sorted(src.iterdir())):
+        os.utime(f, (1_700_000_000 + 10 * k, 1_700_000_000 + 10 * k))
+
+    settings = tiny_settings.replace(**{"stream.checkpoint": str(tmp / "ckpt")})
+    bundle = load_bundle(str(tiny_bundle))
+    raw = (spark.readStream.format("text").option("maxFilesPerTrigger", 1).load(str(src))
+           .selectExpr("value AS raw", "CAST(NULL AS STRING) AS key"))
+    df = stream.build_stream(spark, settings, bundle.path, bundle.manifest, raw)
+    batches = []
+
+    def collect(batch, batch_id):
+        batches.append(batch.drop("raw").toPandas().assign(batch_id=batch_id))
+
+    q = (df.writeStream.foreachBatch(collect).option("checkpointLocation", settings.stream.checkpoint)
+         .trigger(availableNow=True).start())
+    try:
+        q.awaitTermination(300)
+    finally:
+        q.stop()
+    assert q.exception() is None
+    return r, pd.concat(batches, ignore_index=True), bundle, settings, len(batches)
+
+
+def test_every_line_comes_out_once_over_several_micro_batches(streamed):
+    readings, out, _, _, n_batches = streamed
+    assert n_batches >= 6
+    assert len(out) == len(readings) + 3  # readings + 2 malformed + 1 late
+    assert out["status"].value_counts().to_dict().keys() <= {"window", "warmup", "reject", "late"}
+
+
+def test_streamed_scores_equal_the_batch_path(streamed):
+    readings, out, bundle, settings, _ = streamed
+    batch = score_table(bundle, readings.rename(columns={}), settings)
+    batch["event_time"] = pd.to_datetime(batch["timestamp"], utc=True)
+    s = out[out.status == "window"].copy()
+    s["event_time"] = pd.to_datetime(s["event_time"]).dt.tz_localize("UTC") if s["event_time"].dt.tz is None else s["event_time"]
+    merged = s.merge(batch[batch.score.notna()], on=["sensor_id", "event_time"], suffixes=("_stream", "_batch"),
+                     how="outer", indicator=True)
+    assert (merged["_merge"] == "both").all(), merged["_merge"].value_counts()
+    np.testing.assert_allclose(merged["score_stream"], merged["score_batch"], rtol=1e-4, atol=1e-7)
+    assert (merged["is_anomaly_stream"].astype(bool) == merged["is_anomaly_batch"].astype(bool)).all()
+    # warm-up: the first W-1 readings of each sensor have no window in either path
+    assert (out.status == "warmup").sum() == batch["score"].isna().sum() == 4 * (bundle.length - 1)
+
+
+def test_malformed_and_late_lines_become_rejects(streamed):
+    _, out, *_ = streamed
+    rej = out[out.status.isin(["reject", "late"])]
+    reasons = sorted(r.split(":")[0] for r in rej.reject_reason)
+    assert reasons == ["late", "non_numeric", "not_json"]
+    assert rej[rej.status == "late"].sensor_id.notna().all()
