@@ -5,8 +5,14 @@ import argparse
 import sys
 
 from sentinel import commands as c
+from sentinel import kafka as _kafka
+from sentinel import analysis as _analysis
 
 COMMANDS = {
+    "query": (_analysis.add_query_args, _analysis.run_query,
+              "print anomalies from a store (sqlite:///, postgresql://, s3://) with filters, as table/csv/json"),
+    "report": (_analysis.add_report_args, _analysis.run_report,
+               "draw per-sensor anomaly plots and a summary page (summary.md + summary.png) from a store"),
     "simulate": (c.add_simulate_args, c.run_simulate,
                  "write labelled synthetic pressure history, or stream a live feed to a socket or Kafka"),
     "train": (c.add_train_args, c.run_train,
@@ -17,6 +23,8 @@ COMMANDS = {
                "run the streaming detector (socket or Kafka in, anomalies to the configured stores)"),
     "compare": (c.add_compare_args, c.run_compare,
                 "compare the anomalies in a SQLite store with the ground truth of a simulated feed"),
+    "produce": (_kafka.add_produce_args, _kafka.run_produce,
+                "send a file of JSON events (one per line) to a Kafka topic, keyed by sensor id"),
 }
 
 
