@@ -79,6 +79,7 @@ def add_simulate_args(p):
     p.add_argument("--rate", type=float, default=1000.0, help="events per second when streaming (0 = max)")
     p.add_argument("--bad-rate", type=float, default=0.0, help="fraction of malformed lines mixed into a stream")
     p.add_argument("--wait", type=float, default=300.0, help="seconds to wait for the deploy job to connect (tcp)")
+    p.add_argument("--events-out", metavar="FILE", help="also write the exact lines streamed (JSON lines) to FILE")
 
 
 def run_simulate(args, settings: Settings) -> int:
@@ -101,6 +102,10 @@ def run_simulate(args, settings: Settings) -> int:
         from sentinel import feed
         scheme, host, port, topic = feed.parse_target(args.stream)
         lines = _event_lines(net.readings, settings, args.bad_rate, args.seed)
+        if args.events_out:
+            lines = list(lines)
+            Path(args.events_out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.events_out).write_text("\n".join(lines) + "\n")
         if scheme == "tcp":
             feed.send_tcp(lines, host, port, args.rate, args.wait)
         else:
@@ -178,7 +183,16 @@ def run_train(args, settings: Settings) -> int:
         frame, cleaning = history.load_clean(spark, s, path, args.format or s.train.format, args.label_col)
     finally:
         spark.stop()
-    out, report = fit_bundle(frame, s, args.out or s.train.out or None, args.label_col, cleaning)
+    target = args.out or s.train.out or None
+    from sentinel.storage import is_s3_url, upload_dir
+    if target and is_s3_url(target):  # train into a local folder, then upload the bundle
+        import tempfile
+        local = Path(tempfile.mkdtemp(prefix="sentinel-bundle-"))
+        out, report = fit_bundle(frame, s, local, args.label_col, cleaning)
+        upload_dir(out, target)
+        log.info("bundle uploaded to %s", target)
+    else:
+        out, report = fit_bundle(frame, s, target, args.label_col, cleaning)
     v = report["validation"]
     print(f"model bundle: {out}\nthreshold: {report['threshold']['value']:.5g} ({report['threshold']['method']})\n"
           f"validation windows: {v['windows']}, false alarm rate on them: {v['false_alarm_rate']:.4f}\n"
@@ -311,20 +325,25 @@ def run_deploy(args, settings: Settings) -> int:
     s = settings.replace(**{k: v for k, v in {
         "stream.model": args.model, "stream.checkpoint": args.checkpoint,
         "stream.max_batches": args.max_batches, "stream.idle_timeout_s": args.idle_timeout}.items() if v is not None})
-    bundle_dir = resolve_bundle(s.stream.model)  # fails fast with a clear sentence
-    bundle = load_bundle(str(bundle_dir))
+    model_ref = s.stream.model
+    from sentinel.storage import is_s3_url, newest_bundle_url
+    if is_s3_url(model_ref):  # pin one version so every worker loads the same bundle
+        model_ref = newest_bundle_url(model_ref)
+    bundle_dir = resolve_bundle(model_ref)  # fails fast with a clear sentence
+    bundle = load_bundle(str(bundle_dir.resolve()))
     if list(s.data.features) != bundle.features:
         raise ConfigError(f"model {bundle_dir} was trained on features {bundle.features} but data.features is "
                           f"{list(s.data.features)}: set data.features to match or deploy another model")
     sinks = build_sinks(s)
     if s.sinks.sensors_file:
-        registry = read_table(s.sinks.sensors_file)
+        from sentinel.registry import read_registry
+        registry = read_registry(s.sinks.sensors_file)
         for sink in sinks:
             if hasattr(sink, "load_sensors"):
                 sink.load_sensors(registry)
     spark = sparkmod.session(s, "deploy", kafka=s.source.type == "kafka")
     try:
-        totals = stream.run(spark, s, bundle, sinks)
+        totals = stream.run(spark, s, bundle, sinks, bundle_ref=model_ref if is_s3_url(model_ref) else None)
     finally:
         for sink in sinks:
             sink.close()

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -118,7 +119,12 @@ def new_version() -> str:
 
 
 def resolve_bundle(path: str | Path) -> Path:
-    """A bundle directory, or a ``models/<name>`` folder meaning its newest version."""
+    """A bundle directory, or a ``models/<name>`` folder meaning its newest version; an
+    ``s3://`` URL is downloaded once into a local cache (``SENTINEL_BUNDLE_CACHE``)."""
+    from sentinel.storage import fetch_bundle, is_s3_url
+    if is_s3_url(path):
+        cache = os.environ.get("SENTINEL_BUNDLE_CACHE", os.path.join(tempfile.gettempdir(), "sentinel-bundles"))
+        return fetch_bundle(str(path), cache)
     p = Path(path)
     if (p / "manifest.json").is_file():
         return p

@@ -210,6 +210,14 @@ class BatchWriter:
             rejects = reject_records(rej, batch_id)
             for sink in self.sinks:
                 sink.write(anomalies, rejects, batch_id)
+            score_sinks = [s for s in self.sinks if getattr(s, "wants_scores", False)]
+            if score_sinks:  # every scored reading, for the data lake (S3 write_scores)
+                from sentinel.sinks.s3 import score_records
+                scored = batch.filter(F.col("status") == "window").select(
+                    "sensor_id", "event_time", "values", "score", "threshold", "is_anomaly").toPandas()
+                scores = score_records(scored, self.model_version, batch_id, self.features)
+                for sink in score_sinks:
+                    sink.write_scores(scores, batch_id)
         finally:
             batch.unpersist()
         n_events = sum(n for n, _ in counts.values())
@@ -263,12 +271,16 @@ def reject_records(df: pd.DataFrame, batch_id: int) -> pd.DataFrame:
     return df[cols].reset_index(drop=True)
 
 
-def run(spark, settings: Settings, bundle, sinks, source_df=None) -> dict:
+def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: str | None = None) -> dict:
     """Start the query and block until it ends: ``max_batches`` reached, idle for
-    ``idle_timeout_s``, SIGINT/SIGTERM, or an error (re-raised)."""
+    ``idle_timeout_s``, SIGINT/SIGTERM, or an error (re-raised).
+
+    ``bundle_ref`` is what executors load (an ``s3://`` URL or a shared absolute path); if not
+    given, the driver's bundle path is used.
+    """
     st = settings.stream
     writer = BatchWriter(sinks, bundle.version, bundle.features)
-    df = build_stream(spark, settings, bundle.path, bundle.manifest, source_df)
+    df = build_stream(spark, settings, bundle_ref or bundle.path, bundle.manifest, source_df)
     query = (df.writeStream.foreachBatch(writer)
              .option("checkpointLocation", st.checkpoint)
              .trigger(processingTime=f"{st.trigger_s} seconds")

@@ -82,8 +82,8 @@ class SqliteSink:
             con.close()
 
     def load_sensors(self, sensors: pd.DataFrame) -> int:
-        rows = list(zip(sensors["sensor_id"].astype(str), sensors.get("latitude"), sensors.get("longitude"),
-                        sensors.get("zone"), sensors.get("type")))
+        from sentinel import registry
+        rows = registry.rows(sensors)
         con = self.connect()
         try:
             with con:
