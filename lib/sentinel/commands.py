@@ -64,6 +64,8 @@ def _add_column_args(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------- simulate
 def add_simulate_args(p):
+    p.add_argument("--kind", choices=["pressure", "air-quality"], default="pressure",
+                   help="pressure network (default) or the older system's air-quality sensors (history only)")
     p.add_argument("--sensors", type=int, default=20, help="number of sensors")
     p.add_argument("--days", type=float, default=14, help="days of readings per sensor")
     p.add_argument("--interval", type=int, default=300, help="sampling interval in seconds")
@@ -83,9 +85,15 @@ def add_simulate_args(p):
 
 
 def run_simulate(args, settings: Settings) -> int:
-    from sentinel.synthetic import simulate
+    from sentinel.synthetic import simulate, simulate_air_quality
     if not (args.out or args.stream):
         raise ConfigError("sentinel simulate needs --out FILE (history) or --stream URL (live feed)")
+    if args.kind == "air-quality":
+        if not args.out or args.stream:
+            raise ConfigError("--kind air-quality writes history only: pass --out FILE")
+        _write_table(simulate_air_quality(min(args.sensors, 3), args.days), args.out)
+        log.info("air-quality history written to %s", args.out)
+        return 0
     net = simulate(args.sensors, args.days, args.interval, args.seed, args.start, args.anomalies_per_week)
     log.info("simulated %d readings from %d sensors over %.1f days; %d anomaly episodes (%s)",
              len(net.readings), args.sensors, args.days, len(net.episodes),

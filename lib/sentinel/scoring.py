@@ -39,7 +39,10 @@ def _compiled_call(model):
     fn = _COMPILED.get(id(model))
     if fn is None:
         import tensorflow as tf
-        fn = tf.function(lambda xs: model(xs, training=False), reduce_retracing=True)
+        # A signature with a free batch dimension: traced once, whatever the batch size.
+        specs = [tf.TensorSpec([None, *t.shape[1:]], tf.float32) for t in model.inputs]
+        fn = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False),
+                         input_signature=specs)
         _COMPILED[id(model)] = fn
     return fn
 
@@ -53,7 +56,7 @@ def reconstruct(model, inputs: list[np.ndarray], batch: int = PREDICT_BATCH) -> 
     out = []
     for i in range(0, m, batch):
         chunk = [x[i:i + batch] for x in inputs]
-        out.append(call(chunk if len(chunk) > 1 else chunk[0]).numpy())
+        out.append(call(*chunk).numpy())
     return np.concatenate(out)
 
 

@@ -161,3 +161,26 @@ def _inject(p, label, kind, occupied, a_type, first, interval_s, base, rng):
     kind[i0:i1] = a_type
     occupied[i0:i1] = True
     return i0, i1 - 1
+
+
+def simulate_air_quality(n_sensors: int = 3, days: float = 14, interval_s: int = 60, seed: int = 11,
+                         start: str = "2025-10-20T00:00:00Z") -> pd.DataFrame:
+    """Normal readings in the older air-quality system's format (``id_sensor``, ``timestamp``,
+    ``nivelco2``, ``nivelpm10``, ``nivelmetano``): CO2 around 23 with a mild daily swing, PM10
+    around 47, methane around 1013, each with small noise. Used to train the example model
+    behind ``conf/examples/air_quality.toml``."""
+    rng = np.random.default_rng(seed)
+    n = int(days * 86400 // interval_s)
+    t0 = pd.Timestamp(start)
+    times = t0 + pd.to_timedelta(np.arange(n) * interval_s, unit="s")
+    hours = np.asarray(times.hour + times.minute / 60.0)
+    frames = []
+    for s in range(n_sensors):
+        daily = np.sin(2 * np.pi * (hours - 8) / 24)
+        frames.append(pd.DataFrame({
+            "id_sensor": f"sensor_{s + 1}", "timestamp": times,
+            "nivelco2": np.round(23.0 + 0.6 * daily + rng.normal(0, 0.5, n), 2),
+            "nivelpm10": np.round(47.0 + 2.0 * daily + rng.normal(0, 2.0, n), 2),
+            "nivelmetano": np.round(1013.0 + rng.normal(0, 0.6, n), 2),
+        }))
+    return pd.concat(frames, ignore_index=True).sort_values(["timestamp", "id_sensor"], kind="stable").reset_index(drop=True)
