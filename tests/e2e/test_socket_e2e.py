@@ -64,9 +64,10 @@ def run(tmp_path_factory):
                             cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
     feed.wait(timeout=60)
     assert deploy.returncode == 0, deploy.stderr[-3000:]
-    (tmp / "deploy.err").write_text(deploy.stderr)
+    # spark-submit merges the Python driver's stderr (our log) into its stdout.
+    (tmp / "deploy.log").write_text(deploy.stdout + deploy.stderr)
     totals = json.loads(deploy.stdout.strip().splitlines()[-1])["totals"]
-    return tmp, totals, deploy.stderr
+    return tmp, totals, deploy.stdout + deploy.stderr
 
 
 def test_every_line_sent_was_counted_by_the_job(run):
@@ -87,7 +88,7 @@ def test_malformed_lines_land_in_rejects_and_the_job_keeps_running(run):
                                                           "non_numeric", "missing_feature", "not_finite"}
     # one log line per micro-batch with the counts
     batch_lines = [line for line in log.splitlines() if "sentinel.stream: batch" in line]
-    assert batch_lines, f"no per-batch log line in {tmp / 'deploy.err'}"
+    assert batch_lines, f"no per-batch log line in {tmp / 'deploy.log'}"
     assert all(k in batch_lines[-1] for k in ("events=", "rejects=", "anomalies=", "duration="))
 
 
