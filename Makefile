@@ -2,25 +2,25 @@
 .PHONY: setup demo test test-unit bench bench-quality services-up services-down cluster-up cluster-down clean
 
 setup:          ## create .venv, install pinned packages, check Java
-	scripts/setup.sh
+	bash scripts/setup.sh
 demo:           ## simulate, train, stream a live feed over a socket, report precision/recall
-	scripts/demo.sh
+	bash scripts/demo.sh
 test:           ## everything: unit, integration (Spark, Kafka, PostgreSQL, S3), end to end
-	scripts/test.sh all
+	bash scripts/test.sh all
 test-unit:      ## fast unit tests only (no Spark, no services)
-	scripts/test.sh unit
+	bash scripts/test.sh unit
 bench:          ## throughput / latency benchmark against the baseline
-	scripts/bench.sh throughput
+	bash scripts/bench.sh throughput
 bench-quality:  ## detection quality benchmark (default model, GRU, LSTM, z-score baseline)
-	scripts/bench.sh quality
+	bash scripts/bench.sh quality
 services-up:    ## start Kafka, PostgreSQL and the S3 server locally
-	for s in kafka postgres s3; do scripts/services/$$s.sh start; done
+	for s in kafka postgres s3; do bash scripts/services/$$s.sh start; done
 services-down:
-	for s in kafka postgres s3; do scripts/services/$$s.sh stop; done
+	for s in kafka postgres s3; do bash scripts/services/$$s.sh stop; done
 cluster-up:     ## local Spark standalone cluster (master, 2 workers, history server)
-	scripts/services/spark-cluster.sh start
+	bash scripts/services/spark-cluster.sh start
 cluster-down:
-	scripts/services/spark-cluster.sh stop
+	bash scripts/services/spark-cluster.sh stop
 clean:          ## remove generated data, checkpoints and models (keeps .venv and caches)
 	rm -rf data checkpoints reports spark-warehouse
 	find models -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

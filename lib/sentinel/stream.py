@@ -195,6 +195,7 @@ class BatchWriter:
     def __init__(self, sinks, model_version: str, features: list[str]):
         self.sinks, self.model_version, self.features = sinks, model_version, features
         self.totals = {"events": 0, "rejects": 0, "anomalies": 0, "windows": 0, "batches": 0}
+        self.progress: list[dict] = []
 
     def __call__(self, batch, batch_id: int) -> None:
         from pyspark.sql import functions as F
@@ -298,9 +299,23 @@ def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: st
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, on_signal)
     last_data = time.time()
+    progress: list[dict] = []  # one summary per finished micro-batch (for benchmarks)
+
+    def record_progress():
+        for p in query.recentProgress:
+            if progress and p["batchId"] <= progress[-1]["batch"]:
+                continue
+            ops = p.get("stateOperators") or [{}]
+            progress.append({"batch": p["batchId"], "rows": p.get("numInputRows", 0),
+                             "ms": p.get("durationMs", {}).get("triggerExecution", 0),
+                             "timestamp": p.get("timestamp"),
+                             "state_rows": sum(o.get("numRowsTotal", 0) for o in ops),
+                             "state_bytes": sum(o.get("memoryUsedBytes", 0) for o in ops)})
+
     try:
         while query.isActive and not stop.is_set():
             query.awaitTermination(0.5)
+            record_progress()
             status = query.status
             # Busy while a trigger runs or the source has unread data; idle time counts from then.
             if status.get("isTriggerActive") or status.get("isDataAvailable"):
@@ -314,7 +329,9 @@ def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: st
     finally:
         if query.isActive:
             query.stop()
+        record_progress()
     if query.exception() is not None:
         raise RuntimeError(f"streaming query failed: {query.exception()}")
     log.info("deploy finished: %s", writer.totals)
+    writer.progress = progress
     return writer.totals
