@@ -169,7 +169,7 @@ class Settings:
 
     def replace(self, **overrides: Any) -> "Settings":
         """Return a copy with dotted overrides applied, e.g. ``{"window.length": 16}``."""
-        return _apply(self, {k: v for k, v in overrides.items()}, "override")
+        return _apply(self, {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}, "override")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -4,9 +4,9 @@ One micro-batch::
 
     source (socket | kafka)                   # raw: string, key: string
     -> mapInPandas(parse)                     # raw, sensor_id, event_time, values, reject_reason
-    -> valid rows: groupBy(sensor_id).transformWithStateInPandas(WindowProcessor)
-                                              # one row per reading: status window|warmup|late|duplicate
-    -> union(invalid rows as status 'reject')
+    -> groupBy(sensor_id, or a reserved key for malformed lines)
+       .transformWithStateInPandas(WindowProcessor)
+                                              # one row per line: status window|warmup|late|duplicate|reject
     -> pandas UDF score(sensor_id, window, window_times)   # score, threshold, is_anomaly
     -> foreachBatch(BatchWriter)              # anomalies + rejects to every sink, one log line
 
@@ -40,6 +40,11 @@ PARSED_SCHEMA = ("raw string, sensor_id string, event_time timestamp, `values` a
 STAGED_SCHEMA = ("sensor_id string, event_time timestamp, `values` array<double>, raw string, "
                  "status string, reject_reason string, window array<double>, window_times array<bigint>")
 SCORE_SCHEMA = "score double, threshold double, is_anomaly boolean"
+# Grouping key of malformed lines (a sensor id cannot contain NUL: events.parse_line rejects it).
+REJECT_KEY = "\x00reject"
+# Per-batch summaries (rows, duration, state size) of the last run() in this process; read by
+# the benchmarks.
+LAST_PROGRESS: list[dict] = []
 
 
 def read_source(spark, settings: Settings):
@@ -104,6 +109,11 @@ class WindowProcessor:
 
         def handleInputRows(self, key, rows, timerValues):
             pdf = pd.concat(list(rows), ignore_index=True)
+            if key[0] == REJECT_KEY:  # malformed lines: no state, straight to the reject store
+                yield pd.DataFrame({"sensor_id": pdf["sensor_id"], "event_time": pdf["event_time"],
+                                    "values": pdf["values"], "raw": pdf["raw"], "status": "reject",
+                                    "reject_reason": pdf["reject_reason"], "window": None, "window_times": None})
+                return
             if self.state.exists():
                 times, vals, last = self.state.get()
                 st = WindowState(np.asarray(times, dtype=np.int64),
@@ -167,18 +177,17 @@ def build_stream(spark, settings: Settings, bundle_path: str, manifest: dict, so
     # raw, sensor_id, event_time, values, reject_reason
     # No Spark watermark or dropDuplicates here on purpose: both drop late rows silently.
     # The window state de-duplicates and orders per sensor instead, and rejects what it drops.
-    valid = parsed.filter(F.col("reject_reason").isNull())
+    # Malformed lines travel under one reserved key through the same operator (which passes
+    # them on untouched), so the source is read and parsed once, with no union.
+    keyed = parsed.withColumn("state_key", F.when(F.col("reject_reason").isNull(), F.col("sensor_id"))
+                              .otherwise(F.lit(REJECT_KEY)))
     length = int(manifest["window"]["length"])
     max_gap_ns = int(manifest["window"]["max_gap_s"]) * NS_PER_S
-    staged = valid.groupBy("sensor_id").transformWithStateInPandas(
+    staged = keyed.groupBy("state_key").transformWithStateInPandas(
         WindowProcessor(length, max_gap_ns, len(manifest["features"])), STAGED_SCHEMA, "Append", "None")
     # sensor_id, event_time, values, raw, status, reject_reason, window, window_times
-    invalid = parsed.filter(F.col("reject_reason").isNotNull()).select(
-        "sensor_id", "event_time", "values", "raw", F.lit("reject").alias("status"), "reject_reason",
-        F.lit(None).cast("array<double>").alias("window"), F.lit(None).cast("array<bigint>").alias("window_times"))
     score = make_score_udf(bundle_path, settings.spark.python_threads)
-    unioned = staged.unionByName(invalid)
-    return unioned.withColumn("s", score("sensor_id", "window", "window_times")).select(
+    return staged.withColumn("s", score("sensor_id", "window", "window_times")).select(
         "sensor_id", "event_time", "values", "raw", "status", "reject_reason",
         "s.score", "s.threshold", "s.is_anomaly")
     # sensor_id, event_time, values, raw, status, reject_reason, score, threshold, is_anomaly
@@ -195,7 +204,6 @@ class BatchWriter:
     def __init__(self, sinks, model_version: str, features: list[str]):
         self.sinks, self.model_version, self.features = sinks, model_version, features
         self.totals = {"events": 0, "rejects": 0, "anomalies": 0, "windows": 0, "batches": 0}
-        self.progress: list[dict] = []
 
     def __call__(self, batch, batch_id: int) -> None:
         from pyspark.sql import functions as F
@@ -204,13 +212,16 @@ class BatchWriter:
         try:
             counts = {r["status"]: (r["n"], r["anom"]) for r in batch.groupBy("status").agg(
                 F.count("*").alias("n"), F.sum(F.col("is_anomaly").cast("int")).alias("anom")).collect()}
+            t_compute = time.time() - t0
             anomalies = anomaly_records(batch.filter(F.col("is_anomaly")).toPandas(),
                                         self.model_version, batch_id, self.features)
             rej = batch.filter(F.col("status").isin("reject", "late", "duplicate")).select(
                 "raw", "reject_reason", "sensor_id", "event_time").toPandas()
             rejects = reject_records(rej, batch_id)
+            t_sinks = time.time()
             for sink in self.sinks:
                 sink.write(anomalies, rejects, batch_id)
+            t_sinks = time.time() - t_sinks
             score_sinks = [s for s in self.sinks if getattr(s, "wants_scores", False)]
             if score_sinks:  # every scored reading, for the data lake (S3 write_scores)
                 from sentinel.sinks.s3 import score_records
@@ -228,9 +239,10 @@ class BatchWriter:
         self.totals["anomalies"] += len(anomalies)
         self.totals["windows"] += n_windows
         self.totals["batches"] += 1
-        log.info("batch %d: events=%d scored=%d warmup=%d rejects=%d anomalies=%d duration=%.2fs",
-                 batch_id, n_events, n_windows, counts.get("warmup", (0, 0))[0], len(rejects),
-                 len(anomalies), time.time() - t0)
+        log.info("batch %d: events=%d scored=%d warmup=%d rejects=%d anomalies=%d duration=%.2fs "
+                 "(compute %.2fs, sinks %.2fs)", batch_id, n_events, n_windows,
+                 counts.get("warmup", (0, 0))[0], len(rejects), len(anomalies), time.time() - t0,
+                 t_compute, t_sinks)
 
 
 def anomaly_records(df: pd.DataFrame, model_version: str, batch_id: int, features: list[str]) -> pd.DataFrame:
@@ -333,5 +345,5 @@ def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: st
     if query.exception() is not None:
         raise RuntimeError(f"streaming query failed: {query.exception()}")
     log.info("deploy finished: %s", writer.totals)
-    writer.progress = progress
+    LAST_PROGRESS[:] = progress
     return writer.totals

@@ -1,0 +1,275 @@
+"""Throughput, latency and state memory of the deploy job, against the older system's approach.
+
+    make bench                      # starts Kafka + PostgreSQL itself (scripts/bench.sh)
+    .venv/bin/python benchmarks/throughput.py [--sensors 1000] [--json reports/throughput.json]
+
+Measured in one run, on the same machine and events:
+
+1. model-only: windows/s of the project's scoring function (`scoring.score_windows`) on large
+   batches; the practical ceiling of the model on this CPU. `model.predict` for reference.
+2. end to end, saturated: a backlog of events from N sensors in Kafka -> deploy job (per-sensor
+   state, pandas UDF) -> SQLite + PostgreSQL; sustained events/s over the steady micro-batches.
+3. latency: events offered at `--latency-rate` events/s with a 1-second trigger; for every
+   anomaly, store write time minus the event's send time (p50/p95/p99).
+4. baseline: the older system's scoring rebuilt from its description (collect the batch, one
+   `model.predict` on single-step windows, then per row two more collects and an SQLite insert
+   with a commit), on micro-batches of 1,000 from the same topic, for `--baseline-seconds`.
+5. state: state rows and bytes (RocksDB) and driver memory with `--state-sensors` sensors.
+
+`--quick` runs everything on a tiny load (what `make test` checks). Figures print as a table
+and go to JSON. Absolute numbers on a shared 2-core machine are noisy: compare within a run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+from sentinel import scoring, stream  # noqa: E402
+from sentinel.config import load_settings  # noqa: E402
+from sentinel.events import to_event_json  # noqa: E402
+from sentinel.kafka import ensure_topic, produce_lines  # noqa: E402
+from sentinel.model import keras_module, load_bundle, resolve_bundle  # noqa: E402
+from sentinel.sinks import build_sinks  # noqa: E402
+from sentinel.synthetic import simulate  # noqa: E402
+from sentinel.training import build_windows, fit_bundle  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def get_bundle(args):
+    try:
+        return load_bundle(str(resolve_bundle(args.model).resolve()))
+    except FileNotFoundError:
+        log(f"no bundle at {args.model}: training one on 14 days x 20 sensors (default settings)")
+        s = load_settings(None, ["train.report=false"] + (["model.epochs=1", "window.length=16"] if args.quick else []))
+        net = simulate(8 if args.quick else 20, 3 if args.quick else 14, 300, 7)
+        path, _ = fit_bundle(net.readings.rename(columns={"timestamp": "event_time"}), s,
+                             Path(tempfile.mkdtemp()) / "bundle", label_col="is_anomaly")
+        return load_bundle(str(path))
+
+
+def model_only(bundle, n_windows: int) -> dict:
+    net = simulate(50, 4, 300, 7, anomalies_per_sensor_week=0)
+    ws = build_windows(net.readings.rename(columns={"timestamp": "event_time"}), bundle.features, bundle.length, 1800)
+    reps = int(np.ceil(n_windows / len(ws.windows)))
+    w = np.concatenate([ws.windows] * reps)[:n_windows]
+    t = np.concatenate([ws.times] * reps)[:n_windows]
+    sid = np.concatenate([ws.sensors] * reps)[:n_windows]
+    scoring.score_windows(bundle, w[:4096], t[:4096], sid[:4096])  # trace once
+    t0 = time.perf_counter()
+    scoring.score_windows(bundle, w, t, sid)
+    fast = n_windows / (time.perf_counter() - t0)
+    inputs = scoring.model_inputs(bundle, w, t, sid)
+    feed = inputs if len(inputs) > 1 else inputs[0]
+    bundle.model.predict(feed[:4096] if not isinstance(feed, list) else [x[:4096] for x in feed], batch_size=4096, verbose=0)
+    t0 = time.perf_counter()
+    bundle.model.predict(feed, batch_size=4096, verbose=0)
+    slow = n_windows / (time.perf_counter() - t0)
+    return {"windows": n_windows, "windows_per_s": fast, "predict_windows_per_s": slow}
+
+
+def event_lines(n_sensors: int, days: float, start: str, rate_anomalies: float, settings) -> list[tuple[str, str, str]]:
+    net = simulate(n_sensors, days, 300, 7, start, rate_anomalies)
+    r = net.readings
+    return [(sid, ts.isoformat(), to_event_json(sid, ts, {"pressure": p}, settings.data))
+            for sid, ts, p in zip(r.sensor_id, r.timestamp, r.pressure)]
+
+
+def deploy(spark, settings, bundle, topic: str, tmp: Path, name: str, **overrides):
+    s = settings.replace(**{"source.type": "kafka", "source.kafka.topic": topic,
+                            "stream.checkpoint": str(tmp / f"ckpt-{name}"),
+                            "sinks.sqlite.path": str(tmp / f"{name}.db"), **overrides})
+    sinks = build_sinks(s)
+    writer_totals = stream.run(spark, s, bundle, sinks)
+    return s, writer_totals
+
+
+def saturated(spark, settings, bundle, bootstrap, tmp, n_sensors, days) -> dict:
+    topic = f"bench-sat-{uuid.uuid4().hex[:8]}"
+    ensure_topic(bootstrap, topic, 4)
+    lines = event_lines(n_sensors, days, "2026-01-19T00:00:00Z", 1.0, settings)
+    log(f"saturated: producing a backlog of {len(lines)} events from {n_sensors} sensors to {topic}")
+    produce_lines(((sid, line) for sid, _, line in lines), bootstrap, topic, 0)
+    t0 = time.time()
+    s, totals = deploy(spark, settings, bundle, topic, tmp, "sat", **{"stream.idle_timeout_s": 8.0})
+    prog = [p for p in stream_progress() if p["rows"] > 0]
+    steady = prog[1:] if len(prog) > 2 else prog  # the first batch pays Python worker start-up
+    rows, ms = sum(p["rows"] for p in steady), sum(p["ms"] for p in steady)
+    return {"events": totals["events"], "batches": len(prog), "wall_s": time.time() - t0,
+            "steady_events": rows, "steady_events_per_s": rows / (ms / 1000) if ms else float("nan"),
+            "batch_ms_median": float(np.median([p["ms"] for p in steady])) if steady else float("nan")}
+
+
+def stream_progress():
+    return stream.LAST_PROGRESS
+
+
+def latency(spark, settings, bundle, bootstrap, tmp, n_sensors, rate, seconds) -> dict:
+    topic = f"bench-lat-{uuid.uuid4().hex[:8]}"
+    ensure_topic(bootstrap, topic, 4)
+    days = rate * seconds / n_sensors * 300 / 86400
+    lines = event_lines(n_sensors, days, "2026-01-19T00:00:00Z", 6.0, settings)
+    sent: dict[tuple[str, str], float] = {}
+
+    def pairs():
+        for sid, ts, line in lines:
+            sent[(sid, pd.Timestamp(ts).strftime("%Y-%m-%d %H:%M:%S.%f"))] = time.time()
+            yield sid, line
+
+    producer = threading.Thread(target=lambda: (time.sleep(15), produce_lines(pairs(), bootstrap, topic, rate)), daemon=True)
+    producer.start()
+    log(f"latency: {len(lines)} events at {rate}/s after a 15 s start-up pause, 1 s trigger")
+    s, totals = deploy(spark, settings, bundle, topic, tmp, "lat",
+                       **{"stream.idle_timeout_s": 10.0, "stream.trigger_s": 1.0})
+    producer.join(timeout=60)
+    with sqlite3.connect(s.sinks.sqlite.path) as con:
+        rows = con.execute("SELECT sensor_id, event_time, detected_at FROM anomalies").fetchall()
+    lat = [pd.Timestamp(d, tz="UTC").timestamp() - sent[(sid, et)] for sid, et, d in rows if (sid, et) in sent]
+    lat = np.array(lat)
+    return {"offered_rate": rate, "events": len(lines), "anomalies_timed": int(lat.size),
+            "p50_s": float(np.percentile(lat, 50)) if lat.size else float("nan"),
+            "p95_s": float(np.percentile(lat, 95)) if lat.size else float("nan"),
+            "p99_s": float(np.percentile(lat, 99)) if lat.size else float("nan")}
+
+
+def baseline(spark, settings, bundle, bootstrap, tmp, seconds: float) -> dict:
+    """The older system, rebuilt: per row two collects and an SQLite commit (see module doc)."""
+    keras = keras_module()
+    topic = f"bench-base-{uuid.uuid4().hex[:8]}"
+    ensure_topic(bootstrap, topic, 1)
+    lines = event_lines(50, 2, "2026-01-19T00:00:00Z", 1.0, settings)
+    produce_lines(((sid, line) for sid, _, line in lines), bootstrap, topic, 0)
+    # The older model: a GRU autoencoder fed one reading as a window of one step.
+    inp = keras.Input((1, 1))
+    x = keras.layers.GRU(32)(inp)
+    x = keras.layers.RepeatVector(1)(x)
+    out = keras.layers.Dense(1)(keras.layers.GRU(32, return_sequences=True)(x))
+    model = keras.Model(inp, out)
+    db = sqlite3.connect(tmp / "baseline.db", check_same_thread=False)
+    db.execute("CREATE TABLE IF NOT EXISTS anomalies (sensor_id TEXT, ts TEXT, score REAL)")
+    done = {"rows": 0, "t": 0.0}
+    deadline = [None]
+
+    def per_batch(df, batch_id):
+        from pyspark.sql import functions as F
+        if deadline[0] is None:
+            deadline[0] = time.time() + seconds
+        t0 = time.time()
+        parsed = df.select(F.get_json_object("value", "$.sensor_id").alias("sensor_id"),
+                           F.get_json_object("value", "$.timestamp").alias("timestamp"),
+                           F.get_json_object("value", "$.pressure").cast("double").alias("pressure"))
+        rows = parsed.collect()
+        x = np.array([r.pressure for r in rows], dtype=np.float32)
+        x = ((x - x.mean()) / (x.std() + 1e-6)).reshape(-1, 1, 1)
+        scores = ((model.predict(x, verbose=0) - x) ** 2).reshape(-1)
+        for i in range(len(rows)):
+            if time.time() > deadline[0]:
+                break
+            sid = parsed.collect()[i].sensor_id
+            ts = parsed.collect()[i].timestamp
+            db.execute("INSERT INTO anomalies VALUES (?,?,?)", (sid, ts, float(scores[i])))
+            db.commit()
+            done["rows"] += 1
+        done["t"] += time.time() - t0
+
+    raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap).option("subscribe", topic)
+           .option("startingOffsets", "earliest").option("maxOffsetsPerTrigger", 1000).load()
+           .selectExpr("CAST(value AS STRING) AS value"))
+    q = (raw.writeStream.foreachBatch(per_batch).option("checkpointLocation", str(tmp / "ckpt-base"))
+         .trigger(processingTime="1 second").start())
+    while q.isActive and (deadline[0] is None or time.time() < deadline[0] + 5):
+        q.awaitTermination(1)
+    q.stop()
+    return {"rows": done["rows"], "seconds": done["t"], "events_per_s": done["rows"] / done["t"] if done["t"] else float("nan")}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="models/pressure", help="bundle (default: newest models/pressure; trained if absent)")
+    ap.add_argument("--bootstrap", default=os.environ.get("SENTINEL_KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
+    ap.add_argument("--sensors", type=int, default=1000, help="sensors in the end-to-end runs")
+    ap.add_argument("--days", type=float, default=1.0, help="days of 5-minute readings per sensor in the backlog")
+    ap.add_argument("--latency-rate", type=float, default=5000.0)
+    ap.add_argument("--latency-seconds", type=float, default=60.0)
+    ap.add_argument("--baseline-seconds", type=float, default=60.0)
+    ap.add_argument("--state-sensors", type=int, default=10000)
+    ap.add_argument("--sinks", default="sqlite,postgres", help="sinks for the end-to-end runs")
+    ap.add_argument("--json", default="reports/throughput.json")
+    ap.add_argument("--quick", action="store_true", help="tiny load (smoke test)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.sensors, args.days, args.latency_rate, args.latency_seconds = 20, 0.3, 200.0, 10.0
+        args.baseline_seconds, args.state_sensors = 10.0, 200
+    from sentinel import spark as sparkmod
+    settings = load_settings(None, [f"sinks.enabled={json.dumps(args.sinks.split(','))}", "spark.log_level='ERROR'",
+                                    "source.kafka.max_offsets_per_trigger=100000"])
+    bundle = get_bundle(args)
+    tmp = Path(tempfile.mkdtemp(prefix="sentinel-bench-"))
+    results: dict = {"machine": {"cpus": os.cpu_count()}, "sensors": args.sensors}
+
+    log("1/5 model-only scoring")
+    results["model_only"] = m = model_only(bundle, 8192 if args.quick else 65536)
+    log(f"    {m['windows_per_s']:,.0f} windows/s (model.predict: {m['predict_windows_per_s']:,.0f})")
+
+    spark = sparkmod.session(settings, "bench", kafka=True)
+    try:
+        log(f"2/5 end to end, saturated: {args.sensors} sensors, sinks {args.sinks}")
+        results["saturated"] = sat = saturated(spark, settings, bundle, args.bootstrap, tmp, args.sensors, args.days)
+        log(f"    {sat['steady_events_per_s']:,.0f} events/s sustained over {sat['batches']} batches "
+            f"(median batch {sat['batch_ms_median']:.0f} ms)")
+        log(f"3/5 latency at {args.latency_rate:.0f} events/s")
+        results["latency"] = lat = latency(spark, settings, bundle, args.bootstrap, tmp, args.sensors,
+                                           args.latency_rate, args.latency_seconds)
+        log(f"    p50 {lat['p50_s']:.2f} s, p95 {lat['p95_s']:.2f} s, p99 {lat['p99_s']:.2f} s over {lat['anomalies_timed']} anomalies")
+        log(f"4/5 baseline (older system's per-row approach) for {args.baseline_seconds:.0f} s")
+        results["baseline"] = base = baseline(spark, settings, bundle, args.bootstrap, tmp, args.baseline_seconds)
+        log(f"    {base['events_per_s']:.1f} events/s")
+        log(f"5/5 state with {args.state_sensors} sensors")
+        st = saturated(spark, settings.replace(**{"sinks.enabled": ("sqlite",)}), bundle, args.bootstrap, tmp,
+                       args.state_sensors, 33 * 300 / 86400)
+        prog = [p for p in stream.LAST_PROGRESS if p["rows"] > 0] or stream.LAST_PROGRESS
+        results["state"] = {"sensors": args.state_sensors, "state_rows": prog[-1]["state_rows"] if prog else None,
+                            "state_bytes": prog[-1]["state_bytes"] if prog else None,
+                            "driver_max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                            "events_per_s": st["steady_events_per_s"]}
+    finally:
+        spark.stop()
+    ceiling = results["model_only"]["windows_per_s"]
+    e2e = results["saturated"]["steady_events_per_s"]
+    print("\nfigure                                         value        target")
+    print(f"model-only scoring (windows/s)          {ceiling:>12,.0f}")
+    print(f"end to end sustained (events/s)         {e2e:>12,.0f}     >= 20,000")
+    print(f"end to end / model-only                 {e2e / ceiling:>12.0%}     >= 75 %")
+    print(f"latency p50 / p95 / p99 (s) at {results['latency']['offered_rate']:.0f}/s  "
+          f"{results['latency']['p50_s']:.2f} / {results['latency']['p95_s']:.2f} / {results['latency']['p99_s']:.2f}   p95 <= 3 s")
+    print(f"baseline (events/s)                     {results['baseline']['events_per_s']:>12,.1f}")
+    print(f"speed-up over baseline                  {e2e / results['baseline']['events_per_s']:>12,.0f}x    >= 500x")
+    st = results["state"]
+    print(f"state: {st['sensors']} sensors -> {st['state_rows']} rows, {st['state_bytes'] / 2**20 if st['state_bytes'] else float('nan'):.1f} MiB "
+          f"(driver max RSS {st['driver_max_rss_bytes'] / 2**20:.0f} MiB)")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=1, default=float))
+    print(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
