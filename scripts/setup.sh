@@ -47,7 +47,9 @@ from pyspark.sql import SparkSession
 pkg = f"org.apache.spark:spark-sql-kafka-0-10_2.13:{sys.argv[1]}"
 spark = (SparkSession.builder.master("local[1]").appName("fetch-kafka-connector")
          .config("spark.jars.packages", pkg).config("spark.ui.enabled", "false").getOrCreate())
-spark.sparkContext._jvm.java.lang.Class.forName("org.apache.spark.sql.kafka010.KafkaSourceProvider")
+# Resolve the "kafka" source the way a job will (the jars live in Spark's own class loader).
+spark._jvm.org.apache.spark.sql.execution.datasources.DataSource.lookupDataSource(
+    "kafka", spark._jsparkSession.sessionState().conf())
 spark.stop()
 PY
   touch "$IVY_MARK"
