@@ -208,21 +208,34 @@ class BatchWriter:
     def __call__(self, batch, batch_id: int) -> None:
         from pyspark.sql import functions as F
         t0 = time.time()
-        batch.persist()  # the UDF (TensorFlow) must run once, not once per sink
+        score_sinks = [s for s in self.sinks if getattr(s, "wants_scores", False)]
+        if score_sinks:
+            batch.persist()  # a second pass reads every score: TensorFlow must not run twice
         try:
-            counts = {r["status"]: (r["n"], r["anom"]) for r in batch.groupBy("status").agg(
-                F.count("*").alias("n"), F.sum(F.col("is_anomaly").cast("int")).alias("anom")).collect()}
+            # One pass over the batch: the counts, plus the rows the sinks need (anomalies and
+            # rejects, normally few) gathered with collect_list, which skips the nulls.
+            keep = F.col("is_anomaly") | F.col("status").isin("reject", "late", "duplicate")
+            cols = ["sensor_id", "event_time", "values", "raw", "status", "reject_reason", "score", "threshold",
+                    "is_anomaly"]
+            summary = batch.agg(
+                *[F.count_if(F.col("status") == st).alias(st) for st in ("window", "warmup")],
+                F.count("*").alias("events"),
+                # event time as epoch microseconds: Row collection would turn timestamps into
+                # naive datetimes in the Python process's local zone.
+                F.collect_list(F.when(keep, F.struct(*[F.unix_micros(c).alias(c) if c == "event_time" else c
+                                                       for c in cols]))).alias("rows")).collect()[0]
             t_compute = time.time() - t0
-            anomalies = anomaly_records(batch.filter(F.col("is_anomaly")).toPandas(),
-                                        self.model_version, batch_id, self.features)
-            rej = batch.filter(F.col("status").isin("reject", "late", "duplicate")).select(
-                "raw", "reject_reason", "sensor_id", "event_time").toPandas()
-            rejects = reject_records(rej, batch_id)
+            kept = pd.DataFrame([r.asDict() for r in summary["rows"]], columns=cols)
+            kept["event_time"] = pd.to_datetime(kept["event_time"], unit="us", utc=True)
+            counts = {"window": (summary["window"], 0), "warmup": (summary["warmup"], 0),
+                      "other": (summary["events"] - summary["window"] - summary["warmup"], 0)}
+            flagged = kept[kept["is_anomaly"].fillna(False).astype(bool)]
+            anomalies = anomaly_records(flagged, self.model_version, batch_id, self.features)
+            rejects = reject_records(kept[kept["status"] != "window"], batch_id)
             t_sinks = time.time()
             for sink in self.sinks:
                 sink.write(anomalies, rejects, batch_id)
             t_sinks = time.time() - t_sinks
-            score_sinks = [s for s in self.sinks if getattr(s, "wants_scores", False)]
             if score_sinks:  # every scored reading, for the data lake (S3 write_scores)
                 from sentinel.sinks.s3 import score_records
                 scored = batch.filter(F.col("status") == "window").select(
@@ -231,7 +244,8 @@ class BatchWriter:
                 for sink in score_sinks:
                     sink.write_scores(scores, batch_id)
         finally:
-            batch.unpersist()
+            if score_sinks:
+                batch.unpersist()
         n_events = sum(n for n, _ in counts.values())
         n_windows = counts.get("window", (0, 0))[0]
         self.totals["events"] += n_events
