@@ -32,9 +32,9 @@ else
   say "2/4 model exists: $(ls -d models/pressure/*/ | tail -1) (DEMO_RETRAIN=1 to retrain)"
 fi
 
-say "3/4 streaming a live 2-day feed over tcp://127.0.0.1:$PORT into spark-submit jobs/deploy.py"
+say "3/4 streaming a live 3-day feed over tcp://127.0.0.1:$PORT into spark-submit jobs/deploy.py"
 rm -rf checkpoints/demo data/demo.db data/demo.db-*
-sentinel simulate --sensors 20 --days 2 --seed 7 --start 2026-01-19T00:00:00Z \
+sentinel simulate --sensors 20 --days 3 --seed 7 --start 2026-01-19T00:00:00Z --anomalies-per-week 4 \
   --stream "tcp://127.0.0.1:$PORT" --rate "$RATE" --bad-rate 0.002 \
   --truth data/live_truth.csv > data/feed.log 2>&1 &
 FEED=$!
