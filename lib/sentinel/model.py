@@ -125,7 +125,7 @@ def resolve_bundle(path: str | Path) -> Path:
     if is_s3_url(path):
         cache = os.environ.get("SENTINEL_BUNDLE_CACHE", os.path.join(tempfile.gettempdir(), "sentinel-bundles"))
         return fetch_bundle(str(path), cache)
-    p = Path(path)
+    p = Path(path).expanduser().resolve()  # absolute: executors run in other working directories
     if (p / "manifest.json").is_file():
         return p
     if p.is_dir():
