@@ -1,5 +1,5 @@
 """`sentinel query` returns the same rows from SQLite, PostgreSQL and S3 for the same batches,
-and the analysts' SQL in docs/analysts.md runs unchanged on SQLite and PostgreSQL.
+and the analysts' SQL in the README runs unchanged on SQLite and PostgreSQL.
 
 Needs the real PostgreSQL and S3 servers (`make test` starts them)."""
 from __future__ import annotations
@@ -168,13 +168,16 @@ def test_cli_query_output_is_identical_across_stores(stores, capsys):
     assert len(outputs["sqlite"].splitlines()) == 4  # header + 3
 
 
-# ---------------------------------------------------------------- the SQL in docs/analysts.md
-DOC = ROOT / "docs" / "analysts.md"
+# ---------------------------------------------------------------- the SQL in the README
+DOC = ROOT / "README.md"
 
 
 def doc_sql() -> list[str]:
-    blocks = re.findall(r"```sql\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
-    assert len(blocks) == 4, "docs/analysts.md should hold the four portable queries"
+    text = DOC.read_text(encoding="utf-8")
+    section = text[text.index("## For analysts"):]
+    section = section[:section.index("\n## ", 5)]
+    blocks = re.findall(r"```sql\n(.*?)```", section, re.S)
+    assert len(blocks) == 4, "the README's 'For analysts' section should hold the four portable queries"
     return blocks
 
 

@@ -1,0 +1,39 @@
+"""The benchmarks run end to end on a tiny load (their figures are not asserted: benchmarks
+are not tests; what is checked is that every figure is produced)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import need_service
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quality_benchmark_quick(tmp_path):
+    out = tmp_path / "q.json"
+    r = subprocess.run([sys.executable, "benchmarks/quality.py", "--quick", "--variants", "gru", "--json", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert any(k.startswith("GRU") for k in res) and any("z-score" in k for k in res)
+    for m in res.values():
+        assert 0 <= m["points"]["f1"] <= 1 and "episode_recall" in m["episodes"]
+    assert "pt-F1" in r.stdout
+
+
+def test_throughput_benchmark_quick(tmp_path):
+    need_service("SENTINEL_KAFKA_BOOTSTRAP", "Kafka")
+    need_service("PGHOST", "PostgreSQL")
+    out = tmp_path / "t.json"
+    r = subprocess.run([sys.executable, "benchmarks/throughput.py", "--quick", "--model", str(tmp_path / "none"),
+                        "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=1500,
+                       env=dict(os.environ))
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    res = json.loads(out.read_text())
+    assert res["model_only"]["windows_per_s"] > 0
+    assert res["saturated"]["steady_events"] > 0
+    assert res["baseline"]["rows"] > 0
+    assert res["latency"]["anomalies_timed"] >= 0 and "state" in res
+    assert "speed-up over baseline" in r.stdout
