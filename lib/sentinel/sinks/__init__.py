@@ -22,4 +22,10 @@ def build_sinks(settings: Settings) -> list[Sink]:
             raise ValueError(f"unknown sink {name!r}")
         sink.setup()
         out.append(sink)
+    if settings.source.kafka.alerts_topic:
+        # Last, so alerts are published only after the stores hold the batch.
+        from sentinel.sinks.kafka_alerts import KafkaAlertsSink
+        sink = KafkaAlertsSink(settings.source.kafka, settings.stream.checkpoint)
+        sink.setup()
+        out.append(sink)
     return out

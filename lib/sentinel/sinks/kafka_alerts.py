@@ -1,0 +1,241 @@
+"""Alert topic: every anomaly record published as JSON to ``source.kafka.alerts_topic``.
+
+One message per anomaly, key = sensor id (one sensor's alerts stay in order in one
+partition), value = the anomaly record as JSON::
+
+    {"sensor_id": "PT-0003", "event_time": "2026-01-12T07:35:00Z", "score": 0.91,
+     "threshold": 0.42, "severity": 2.17, "values": {"pressure": 21.4},
+     "model_version": "20260325T160000Z-1a2b3c", "batch_id": 12,
+     "detected_at": "2026-03-25T16:00:03.120000Z"}
+
+Delivery: **exactly once per micro-batch for ``read_committed`` consumers** when the
+checkpoint is on a local file system (the usual case). The sink reads the streaming query's id
+from ``<checkpoint>/metadata`` and publishes each batch in one Kafka transaction
+(``transactional.id = sentinel-alerts-<query id>``) together with a progress marker
+``{"batch_id": N}`` on the compacted topic :data:`PROGRESS_TOPIC` (key ``<query id>/<alerts
+topic>``). After a crash the restarted job's producer fences the dead one (its open
+transaction is aborted), reads the last committed batch id and skips a replayed batch that was
+already published. Consumers must read with ``isolation.level=read_committed`` (librdkafka's
+default; the Java client's default is ``read_uncommitted``, which can also see aborted
+messages).
+
+Otherwise (checkpoint on HDFS/S3, or a consumer reading uncommitted) it is **at least once**:
+a replayed micro-batch re-publishes its alerts. Consumers then de-duplicate on the natural key
+``(sensor_id, event_time, model_version)``, which every message carries.
+
+A failed delivery or commit raises, so the micro-batch fails loudly and is re-run after a
+restart.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from sentinel.config import KafkaSettings
+
+log = logging.getLogger("sentinel.sinks.kafka_alerts")
+
+PROGRESS_TOPIC = "_sentinel-alerts-progress"
+TXN_TIMEOUT_MS = 60_000
+COMMIT_TIMEOUT_S = 60.0
+
+
+class AlertPublishError(RuntimeError):
+    """Alerts of a micro-batch were not (all) delivered; the batch fails and is re-run."""
+
+
+def _iso(ts) -> str | None:
+    if ts is None or pd.isna(ts):
+        return None
+    t = pd.Timestamp(ts)
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def _num(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def alert_messages(anomalies: pd.DataFrame) -> list[tuple[bytes, bytes]]:
+    """Anomaly records (``stream.anomaly_records``) -> (key, JSON value) per record."""
+    out = []
+    for r in anomalies.itertuples(index=False):
+        values = json.loads(r.values) if isinstance(r.values, str) else dict(r.values)
+        msg = {"sensor_id": str(r.sensor_id), "event_time": _iso(r.event_time), "score": _num(r.score),
+               "threshold": _num(r.threshold), "severity": _num(r.severity), "values": values,
+               "model_version": str(r.model_version), "batch_id": int(r.batch_id),
+               "detected_at": _iso(r.detected_at)}
+        out.append((str(r.sensor_id).encode("utf-8"), json.dumps(msg, separators=(",", ":")).encode("utf-8")))
+    return out
+
+
+def checkpoint_query_id(checkpoint: str) -> str | None:
+    """The streaming query's id from ``<checkpoint>/metadata`` (written by Spark when the query
+    starts; the same on every restart from that checkpoint, new for a fresh one). None when the
+    checkpoint is not on a local file system or has no metadata yet."""
+    u = urlparse(checkpoint)
+    if u.scheme not in ("", "file"):
+        return None
+    path = Path(u.path if u.scheme == "file" else checkpoint) / "metadata"
+    try:
+        qid = json.loads(path.read_text(encoding="utf-8").splitlines()[0])["id"]
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+    return str(uuid.UUID(qid))
+
+
+class KafkaAlertsSink:
+    name = "kafka_alerts"
+
+    def __init__(self, kafka: KafkaSettings, checkpoint: str, partitions: int = 4,
+                 progress_topic: str = PROGRESS_TOPIC):
+        from sentinel.kafka import client_options, parse_bootstrap
+        self.bootstrap = parse_bootstrap(kafka.bootstrap_servers)
+        self.topic = kafka.alerts_topic
+        self.options = client_options(kafka.options)
+        self.checkpoint = checkpoint
+        self.partitions = partitions
+        self.progress_topic = progress_topic
+        self.producer = None
+        self.transactional = False
+        self.progress_key: bytes | None = None
+        self.last_batch = -1
+        self.published = 0
+
+    # ------------------------------------------------------------ contract
+    def setup(self) -> None:
+        """Check the broker answers (bounded) and create the topics if missing."""
+        from sentinel.kafka import ensure_topic
+        ensure_topic(self.bootstrap, self.topic, self.partitions, options=self.options)
+        ensure_topic(self.bootstrap, self.progress_topic, 1, options=self.options,
+                     config={"cleanup.policy": "compact"})
+
+    def write(self, anomalies: pd.DataFrame, rejects: pd.DataFrame, batch_id: int) -> None:
+        if anomalies is None or anomalies.empty:
+            return
+        if self.producer is None:
+            self._start()
+        if batch_id <= self.last_batch:
+            log.info("alerts of batch %d were already published to %s (batch replayed after a restart): skipped",
+                     batch_id, self.topic)
+            return
+        self._publish(alert_messages(anomalies), batch_id)
+
+    def close(self) -> None:
+        if self.producer is not None:
+            self.producer.flush(10)
+            self.producer = None
+
+    # ------------------------------------------------------------ internals
+    def _start(self) -> None:
+        from confluent_kafka import KafkaException, Producer
+        from sentinel.kafka import producer_config
+        qid = checkpoint_query_id(self.checkpoint)
+        if qid is None:
+            log.warning("no query id in %s/metadata (checkpoint not on a local file system): alerts on %s are "
+                        "published at least once; consumers de-duplicate on (sensor_id, event_time, "
+                        "model_version)", self.checkpoint, self.topic)
+            self.producer = Producer(producer_config(self.bootstrap, self.options, **{"linger.ms": 5}))
+            return
+        self.progress_key = f"{qid}/{self.topic}".encode("utf-8")
+        self.producer = Producer(producer_config(self.bootstrap, self.options, **{
+            "linger.ms": 5, "transactional.id": f"sentinel-alerts-{qid}",
+            "transaction.timeout.ms": TXN_TIMEOUT_MS}))
+        try:
+            # Fences an earlier producer of this query (a crashed run) and aborts its open transaction.
+            self.producer.init_transactions(COMMIT_TIMEOUT_S)
+        except KafkaException as exc:
+            raise AlertPublishError(f"cannot start a Kafka transaction on {self.bootstrap} for alerts topic "
+                                    f"{self.topic!r} ({exc.args[0].str()}): check the broker and its "
+                                    "transaction.state.log settings") from None
+        self.transactional = True
+        self.last_batch = self._read_progress()
+        log.info("alerts to %s: transactional, query %s, last published batch %d", self.topic, qid, self.last_batch)
+
+    def _read_progress(self, timeout_s: float = 30.0) -> int:
+        """Newest committed batch id for this query and topic on the progress topic (-1: none)."""
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+        from sentinel.kafka import client_logger
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "sentinel-alerts-progress-reader",
+                      "enable.auto.commit": False, "isolation.level": "read_committed",
+                      "enable.partition.eof": True, "logger": client_logger(), **self.options})
+        try:
+            md = c.list_topics(self.progress_topic, timeout=10)
+            parts = [TopicPartition(self.progress_topic, p, OFFSET_BEGINNING)
+                     for p in md.topics[self.progress_topic].partitions]
+            pending = set()
+            for tp in parts:
+                lo, hi = c.get_watermark_offsets(tp, timeout=10)
+                if hi > lo:
+                    pending.add(tp.partition)
+            c.assign(parts)
+            last, deadline = -1, time.monotonic() + timeout_s
+            while pending:
+                if time.monotonic() > deadline:
+                    raise AlertPublishError(f"could not read {self.progress_topic} within {timeout_s:.0f} s: "
+                                            "check the broker")
+                msg = c.poll(0.5)
+                if msg is None:
+                    continue
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        pending.discard(msg.partition())
+                        continue
+                    raise AlertPublishError(f"cannot read {self.progress_topic}: {msg.error().str()}")
+                if msg.key() == self.progress_key and msg.value():
+                    last = max(last, int(json.loads(msg.value())["batch_id"]))
+            return last
+        finally:
+            c.close()
+
+    def _publish(self, messages: list[tuple[bytes, bytes]], batch_id: int) -> None:
+        from confluent_kafka import KafkaException
+        p = self.producer
+        errors: list[str] = []
+
+        def on_delivery(err, _msg):
+            if err is not None:
+                errors.append(err.str())
+
+        try:
+            if self.transactional:
+                p.begin_transaction()
+            for key, value in messages:
+                while True:
+                    try:
+                        p.produce(self.topic, value=value, key=key, on_delivery=on_delivery)
+                        break
+                    except BufferError:
+                        p.poll(0.05)
+                p.poll(0)
+            if self.transactional:
+                p.produce(self.progress_topic, key=self.progress_key,
+                          value=json.dumps({"batch_id": int(batch_id), "topic": self.topic,
+                                            "alerts": len(messages)}).encode("utf-8"), on_delivery=on_delivery)
+                p.commit_transaction(COMMIT_TIMEOUT_S)   # flushes; fails if any message failed
+                left = 0
+            else:
+                left = p.flush(COMMIT_TIMEOUT_S)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if self.transactional and err.txn_requires_abort():
+                try:
+                    p.abort_transaction(COMMIT_TIMEOUT_S)
+                except KafkaException:
+                    pass
+            raise AlertPublishError(f"publishing {len(messages)} alerts of batch {batch_id} to {self.topic!r} "
+                                    f"failed ({err.str()}): the micro-batch fails and is re-run on restart") from None
+        if errors or left:
+            why = errors[0] if errors else f"{left} still queued after {COMMIT_TIMEOUT_S:.0f} s"
+            raise AlertPublishError(f"{len(errors) + left} of {len(messages)} alerts of batch {batch_id} were not "
+                                    f"delivered to {self.topic!r} ({why}): the micro-batch fails and is re-run")
+        self.last_batch = batch_id
+        self.published += len(messages)

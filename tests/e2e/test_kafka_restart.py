@@ -1,0 +1,208 @@
+"""Kill -9 the deploy job mid-stream and restart it from its checkpoint: nothing lost, nothing
+doubled, on the SQLite store and on the alert topic.
+
+Three deploy processes over one Kafka topic, one after the other:
+
+1. reference: ``spark-submit jobs/deploy.py`` (SPARK_CONF_DIR=conf supplies the Kafka
+   connector), own checkpoint and store, runs until idle;
+2. ``sentinel deploy`` with its own checkpoint, store and alert topic, SIGKILLed (whole process
+   group: Python driver, JVM, Python workers) once two micro-batches are committed;
+3. the same command again, resuming from (2)'s checkpoint until idle.
+
+(2)+(3) must hold exactly the reference's anomalies and rejects, every event accounted for
+once, and the alert topic exactly the stored anomalies.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT, need_service
+
+pytestmark = [pytest.mark.spark, pytest.mark.services]
+
+LIVE = dict(n_sensors=4, days=1, interval_s=300, seed=3, start="2026-01-12T00:00:00Z",
+            anomalies_per_sensor_week=14.0)
+BAD = [b"not json", b"\xff\xfe\x00 garbage", b"", b'{"sensor_id": "PT-0001", "timestamp": "x", "pressure": 1}']
+MAX_OFFSETS = 300          # 4 micro-batches for 1156 messages
+BATCH_RE = re.compile(r"batch (\d+): events=(\d+) scored=(\d+) warmup=(\d+) rejects=(\d+) anomalies=(\d+)")
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    venv_bin = str(ROOT / ".venv" / "bin")
+    env.update(PATH=f"{venv_bin}:{env.get('PATH', '')}", PYSPARK_PYTHON=str(ROOT / ".venv/bin/python"),
+               PYSPARK_DRIVER_PYTHON=str(ROOT / ".venv/bin/python"), SPARK_CONF_DIR=str(ROOT / "conf"),
+               SPARK_LOCAL_IP="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2")
+    return env
+
+
+def _config(path: Path, bootstrap: str, topic: str, bundle: Path, work: Path, alerts: str = "") -> Path:
+    q = json.dumps
+    path.write_text(f"""
+[source]
+type = "kafka"
+[source.kafka]
+bootstrap_servers = {q(bootstrap)}
+topic = {q(topic)}
+starting_offsets = "earliest"
+max_offsets_per_trigger = {MAX_OFFSETS}
+alerts_topic = {q(alerts)}
+[stream]
+model = {q(str(bundle))}
+checkpoint = {q(str(work / "checkpoint"))}
+trigger_s = 0.5
+[sinks.sqlite]
+path = {q(str(work / "store.db"))}
+[spark]
+master = "local[2]"
+shuffle_partitions = 2
+conf = {{ "spark.ui.enabled" = "false", "spark.local.dir" = {q(str(work / "spark-local"))} }}
+""")
+    return path
+
+
+def _batches(text: str) -> dict[int, tuple[int, ...]]:
+    """Per-batch counts logged by the job; a batch re-run after the restart overwrites its entry."""
+    return {int(m[0]): tuple(int(x) for x in m[1:]) for m in BATCH_RE.findall(text)}
+
+
+def _store(db: Path):
+    with sqlite3.connect(db) as con:
+        a = con.execute("SELECT sensor_id, event_time, model_version FROM anomalies").fetchall()
+        dup = con.execute("SELECT count(*) - (SELECT count(*) FROM (SELECT DISTINCT sensor_id, event_time, "
+                          "model_version FROM anomalies)) FROM anomalies").fetchone()[0]
+        r = con.execute("SELECT raw, reason FROM rejects").fetchall()
+    return a, dup, r
+
+
+def _max_batch(db: Path) -> int:
+    """Newest micro-batch with rows in the store (-1: none), read-only so the job never waits."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            v = con.execute("SELECT max(b) FROM (SELECT max(batch_id) b FROM anomalies "
+                            "UNION ALL SELECT max(batch_id) FROM rejects)").fetchone()[0]
+            return -1 if v is None else int(v)
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return -1
+
+
+def _commits(ckpt: Path) -> int:
+    d = ckpt / "commits"
+    return len([p for p in d.iterdir() if p.name.isdigit()]) if d.exists() else 0
+
+
+def _run(cmd, env, log: Path, timeout: float) -> subprocess.CompletedProcess:
+    with open(log, "wb") as err:
+        p = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, timeout=timeout)
+    assert p.returncode == 0, f"{cmd} failed ({p.returncode}); log tail:\n" + log.read_text(errors="replace")[-3000:]
+    return p
+
+
+def test_sigkill_and_restart_neither_loses_nor_duplicates(tmp_path, tiny_bundle):
+    from sentinel.kafka import consume_all, produce_lines
+    from sentinel.synthetic import simulate
+    bootstrap = need_service("SENTINEL_KAFKA_BOOTSTRAP", "Kafka")
+    tag = uuid.uuid4().hex[:10]
+    topic, alerts = f"e2e-events-{tag}", f"e2e-alerts-{tag}"
+    live = simulate(**LIVE)
+    from sentinel.commands import _event_lines, _keyed
+    from sentinel.config import load_settings
+    lines = list(_event_lines(live.readings, load_settings(), 0.0, 0))
+    cut = len(lines) // 4
+    msgs = list(_keyed(lines[:cut])) + [(None, b) for b in BAD] + list(_keyed(lines[cut:]))
+    sent = produce_lines(msgs, bootstrap, topic, rate=0, partitions=2)
+    env = _env()
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    ref_dir.mkdir(), run_dir.mkdir()
+    ref_cfg = _config(tmp_path / "ref.toml", bootstrap, topic, Path(tiny_bundle), ref_dir)
+    run_cfg = _config(tmp_path / "run.toml", bootstrap, topic, Path(tiny_bundle), run_dir, alerts)
+    t0 = time.time()
+
+    # 1. reference, uninterrupted, through spark-submit + conf/spark-defaults.conf
+    ref = _run([str(ROOT / ".venv/bin/spark-submit"), "jobs/deploy.py", "--config", str(ref_cfg),
+                "--idle-timeout", "5"], env, tmp_path / "ref.log", 300)
+    # spark-submit merges the Python driver's stderr (our log lines) into its stdout
+    ref_out = ref.stdout.decode(errors="replace") + (tmp_path / "ref.log").read_text(errors="replace")
+    ref_totals = json.loads([ln for ln in ref_out.splitlines() if ln.startswith('{"totals"')][-1])["totals"]
+    ref_batches = _batches(ref_out)
+    t_ref = time.time() - t0
+
+    # 2. sentinel deploy, SIGKILLed (whole process group) after two committed micro-batches
+    deploy = [str(ROOT / ".venv/bin/sentinel"), "deploy", "--config", str(run_cfg), "--idle-timeout", "5"]
+    with open(tmp_path / "run1.log", "wb") as err:
+        p = subprocess.Popen(deploy, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        # Kill once two batches are committed and the store already holds the next one, which
+        # Spark has not committed yet: the restart must re-run it on top of rows (and alerts)
+        # already written. If that moment is missed, kill when only the last batch is left.
+        total, deadline, in_store_uncommitted = len(ref_batches), time.time() + 300, False
+        while True:
+            assert p.poll() is None, "deploy exited before it could be killed:\n" + \
+                (tmp_path / "run1.log").read_text(errors="replace")[-3000:]
+            assert time.time() < deadline, "no two committed micro-batches within 300 s"
+            n = _commits(run_dir / "checkpoint")
+            if n >= 2 and _max_batch(run_dir / "store.db") >= n:
+                in_store_uncommitted = True
+                break
+            if n >= max(2, total - 1):
+                break
+            time.sleep(0.02)
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(30)
+    killed_commits = _commits(run_dir / "checkpoint")
+    in_store_uncommitted = in_store_uncommitted and killed_commits == n   # not committed in between
+    killed_offsets = len([x for x in (run_dir / "checkpoint" / "offsets").iterdir() if x.name.isdigit()])
+    log1 = (tmp_path / "run1.log").read_text(errors="replace")
+    a_killed, _, _ = _store(run_dir / "store.db")
+
+    # 3. restart from the same checkpoint, until idle
+    _run(deploy, env, tmp_path / "run2.log", 300)
+    log2 = (tmp_path / "run2.log").read_text(errors="replace")
+    elapsed = time.time() - t0
+
+    ref_anoms, ref_dup, ref_rejects = _store(ref_dir / "store.db")
+    anoms, dup, rejects = _store(run_dir / "store.db")
+    run_batches = _batches(log1) | _batches(log2)     # per batch id: a replayed batch counts once
+    sums = [sum(v[i] for v in run_batches.values()) for i in range(5)]
+    alert_keys = [(r["sensor_id"], pd.Timestamp(r["event_time"]), r["model_version"])
+                  for r in (json.loads(m.value()) for m in consume_all(bootstrap, alerts))]
+    store_keys = {(s, pd.Timestamp(t, tz="UTC"), v) for s, t, v in anoms}
+    replay_skipped = "already published" in log2
+    print(f"\n[kafka restart] events sent={sent}; reference: batches={len(ref_batches)} totals={ref_totals} "
+          f"({t_ref:.0f}s)\n[kafka restart] SIGKILL after {killed_commits} committed / {killed_offsets} planned "
+          f"batches, {len(a_killed)} anomalies stored, in-flight batch already in the store: {in_store_uncommitted}; "
+          f"restart re-ran batch(es) {list(range(killed_commits, killed_offsets))} from the offset log, "
+          f"alert re-publish skipped: {replay_skipped}\n"
+          f"[kafka restart] anomalies expected={len(ref_anoms)} found={len(anoms)} duplicated={dup} "
+          f"missing={len(set(ref_anoms) - set(anoms))} extra={len(set(anoms) - set(ref_anoms))}; "
+          f"events accounted={sums[0]} (scored={sums[1]} warmup={sums[2]} rejects={sums[3]}); "
+          f"alert messages={len(alert_keys)} distinct={len(set(alert_keys))}; total {elapsed:.0f}s")
+
+    assert 2 <= killed_commits < len(ref_batches), "the kill must land mid-stream"
+    assert ref_totals["events"] == sent and ref_dup == 0
+    # no duplicates, nothing lost, nothing extra: the same anomalies as the uninterrupted run
+    assert dup == 0 and len(anoms) == len(set(anoms))
+    assert set(anoms) == set(ref_anoms) and len(anoms) > 0
+    assert Counter(rejects) == Counter(ref_rejects) and len(rejects) == len(BAD)
+    # every event in exactly one (possibly replayed) batch: same per-batch counts as the reference
+    assert sums[0] == sent
+    assert sums[1:4] == [ref_totals["windows"], ref_totals["events"] - ref_totals["windows"] - ref_totals["rejects"],
+                         ref_totals["rejects"]]
+    assert run_batches == ref_batches
+    # alert topic (read_committed): exactly the stored anomalies, each once
+    assert len(alert_keys) == len(set(alert_keys)) and set(alert_keys) == store_keys
