@@ -6,21 +6,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-scripts/setup.sh
+bash scripts/setup.sh
 source scripts/env.sh
 if [[ "${1:-all}" == unit ]]; then
   exec .venv/bin/python -m pytest tests/unit -q
 fi
 started=()
 cleanup() {
-  for svc in "${started[@]}"; do scripts/services/$svc.sh stop >/dev/null 2>&1 || true; done
+  for svc in "${started[@]}"; do bash scripts/services/$svc.sh stop >/dev/null 2>&1 || true; done
 }
 trap cleanup EXIT
 for svc in kafka postgres s3; do
-  scripts/services/$svc.sh start
-  started+=("$svc")
+  bash scripts/services/$svc.sh status >/dev/null 2>&1 || started+=("$svc")  # stop only what we start
+  bash scripts/services/$svc.sh start
 done
-eval "$(scripts/services/postgres.sh env)"
-eval "$(scripts/services/s3.sh env)"
+eval "$(bash scripts/services/postgres.sh env)"
+eval "$(bash scripts/services/s3.sh env)"
 export SENTINEL_KAFKA_BOOTSTRAP=127.0.0.1:${KAFKA_PORT:-19092}
 .venv/bin/python -m pytest tests -q --durations=15 "${@:2}"
