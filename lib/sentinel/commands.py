@@ -117,8 +117,9 @@ def run_simulate(args, settings: Settings) -> int:
         if scheme == "tcp":
             feed.send_tcp(lines, host, port, args.rate, args.wait)
         else:
-            from sentinel.kafka import produce_lines
-            produce_lines(_keyed(lines), f"{host}:{port}", topic, args.rate)
+            from sentinel.kafka import client_options, produce_lines
+            produce_lines(_keyed(lines), f"{host}:{port}", topic, args.rate,
+                          options=client_options(settings.source.kafka.options))
     return 0
 
 

@@ -1,26 +1,29 @@
 """Kill -9 the deploy job mid-stream and restart it from its checkpoint: nothing lost, nothing
 doubled, on the SQLite store and on the alert topic.
 
-Three deploy processes over one Kafka topic, one after the other:
+Three deploy runs over one Kafka topic, one after the other:
 
-1. reference: ``spark-submit jobs/deploy.py`` (SPARK_CONF_DIR=conf supplies the Kafka
-   connector), own checkpoint and store, runs until idle;
-2. ``sentinel deploy`` with its own checkpoint, store and alert topic, SIGKILLed (whole process
-   group: Python driver, JVM, Python workers) once two micro-batches are committed;
-3. the same command again, resuming from (2)'s checkpoint until idle.
+1. reference: ``sentinel.stream.run`` in this process (pytest's Spark session), own
+   checkpoint and store, uninterrupted until idle;
+2. ``spark-submit jobs/deploy.py`` (SPARK_CONF_DIR=conf supplies the Kafka connector) with its
+   own checkpoint, store and alert topic, SIGKILLed (whole process group: driver JVM, Python
+   driver, Python workers) mid-stream, ideally after the sinks wrote a micro-batch that Spark
+   had not committed yet;
+3. ``sentinel deploy`` resuming from (2)'s checkpoint until idle (both entry points share
+   checkpoints).
 
 (2)+(3) must hold exactly the reference's anomalies and rejects, every event accounted for
-once, and the alert topic exactly the stored anomalies.
+once, and the alert topic exactly the stored anomalies, each once.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -114,16 +117,46 @@ def _run(cmd, env, log: Path, timeout: float) -> subprocess.CompletedProcess:
     return p
 
 
-def test_sigkill_and_restart_neither_loses_nor_duplicates(tmp_path, tiny_bundle):
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def _reference(spark, cfg: Path, bundle) -> tuple[dict, dict]:
+    from sentinel import stream
+    from sentinel.config import load_settings
+    from sentinel.model import load_bundle
+    from sentinel.sinks import build_sinks
+    settings = load_settings(cfg, ["stream.idle_timeout_s=5.0"])
+    sinks = build_sinks(settings)
+    handler, logger = _Lines(), logging.getLogger("sentinel.stream")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        totals = stream.run(spark, settings, load_bundle(str(bundle)), sinks)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        for s in sinks:
+            s.close()
+    return _batches("\n".join(handler.lines)), totals
+
+
+def test_sigkill_and_restart_neither_loses_nor_duplicates(spark, tmp_path, tiny_bundle):
+    from sentinel.commands import _event_lines, _keyed
+    from sentinel.config import load_settings
     from sentinel.kafka import consume_all, produce_lines
     from sentinel.synthetic import simulate
     bootstrap = need_service("SENTINEL_KAFKA_BOOTSTRAP", "Kafka")
     tag = uuid.uuid4().hex[:10]
     topic, alerts = f"e2e-events-{tag}", f"e2e-alerts-{tag}"
     live = simulate(**LIVE)
-    from sentinel.commands import _event_lines, _keyed
-    from sentinel.config import load_settings
-    lines = list(_event_lines(live.readings, load_settings(), 0.0, 0))
+    lines = list(_event_lines(live.readings, load_settings(), 0.0, 0))  # what `sentinel simulate` sends
     cut = len(lines) // 4
     msgs = list(_keyed(lines[:cut])) + [(None, b) for b in BAD] + list(_keyed(lines[cut:]))
     sent = produce_lines(msgs, bootstrap, topic, rate=0, partitions=2)
@@ -134,19 +167,14 @@ def test_sigkill_and_restart_neither_loses_nor_duplicates(tmp_path, tiny_bundle)
     run_cfg = _config(tmp_path / "run.toml", bootstrap, topic, Path(tiny_bundle), run_dir, alerts)
     t0 = time.time()
 
-    # 1. reference, uninterrupted, through spark-submit + conf/spark-defaults.conf
-    ref = _run([str(ROOT / ".venv/bin/spark-submit"), "jobs/deploy.py", "--config", str(ref_cfg),
-                "--idle-timeout", "5"], env, tmp_path / "ref.log", 300)
-    # spark-submit merges the Python driver's stderr (our log lines) into its stdout
-    ref_out = ref.stdout.decode(errors="replace") + (tmp_path / "ref.log").read_text(errors="replace")
-    ref_totals = json.loads([ln for ln in ref_out.splitlines() if ln.startswith('{"totals"')][-1])["totals"]
-    ref_batches = _batches(ref_out)
+    # 1. reference, uninterrupted, in-process
+    ref_batches, ref_totals = _reference(spark, ref_cfg, tiny_bundle)
     t_ref = time.time() - t0
 
-    # 2. sentinel deploy, SIGKILLed (whole process group) after two committed micro-batches
-    deploy = [str(ROOT / ".venv/bin/sentinel"), "deploy", "--config", str(run_cfg), "--idle-timeout", "5"]
+    # 2. spark-submit, SIGKILLed mid-stream (the driver's log lines come out on its stdout)
+    submit = [str(ROOT / ".venv/bin/spark-submit"), "jobs/deploy.py", "--config", str(run_cfg), "--idle-timeout", "5"]
     with open(tmp_path / "run1.log", "wb") as err:
-        p = subprocess.Popen(deploy, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        p = subprocess.Popen(submit, env=env, cwd=ROOT, stdout=err, stderr=subprocess.STDOUT, start_new_session=True)
         # Kill once two batches are committed and the store already holds the next one, which
         # Spark has not committed yet: the restart must re-run it on top of rows (and alerts)
         # already written. If that moment is missed, kill when only the last batch is left.
@@ -170,7 +198,8 @@ def test_sigkill_and_restart_neither_loses_nor_duplicates(tmp_path, tiny_bundle)
     log1 = (tmp_path / "run1.log").read_text(errors="replace")
     a_killed, _, _ = _store(run_dir / "store.db")
 
-    # 3. restart from the same checkpoint, until idle
+    # 3. restart from the same checkpoint with the other entry point, until idle
+    deploy = [str(ROOT / ".venv/bin/sentinel"), "deploy", "--config", str(run_cfg), "--idle-timeout", "5"]
     _run(deploy, env, tmp_path / "run2.log", 300)
     log2 = (tmp_path / "run2.log").read_text(errors="replace")
     elapsed = time.time() - t0
