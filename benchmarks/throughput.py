@@ -50,6 +50,9 @@ from sentinel.synthetic import simulate  # noqa: E402
 from sentinel.training import build_windows, fit_bundle  # noqa: E402
 
 
+BOOTSTRAP = ["127.0.0.1:19092"]  # set from --bootstrap in main()
+
+
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -95,6 +98,7 @@ def event_lines(n_sensors: int, days: float, start: str, rate_anomalies: float, 
 
 def deploy(spark, settings, bundle, topic: str, tmp: Path, name: str, **overrides):
     s = settings.replace(**{"source.type": "kafka", "source.kafka.topic": topic,
+                            "source.kafka.bootstrap_servers": BOOTSTRAP[0],
                             "stream.checkpoint": str(tmp / f"ckpt-{name}"),
                             "sinks.sqlite.path": str(tmp / f"{name}.db"), **overrides})
     sinks = build_sinks(s)
@@ -215,6 +219,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default="reports/throughput.json")
     ap.add_argument("--quick", action="store_true", help="tiny load (smoke test)")
     args = ap.parse_args(argv)
+    BOOTSTRAP[0] = args.bootstrap
     if args.quick:
         args.sensors, args.days, args.latency_rate, args.latency_seconds = 20, 0.3, 200.0, 10.0
         args.baseline_seconds, args.state_sensors = 10.0, 200
