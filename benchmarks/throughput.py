@@ -106,14 +106,14 @@ def deploy(spark, settings, bundle, topic: str, tmp: Path, name: str, **override
     return s, writer_totals
 
 
-def saturated(spark, settings, bundle, bootstrap, tmp, n_sensors, days) -> dict:
+def saturated(spark, settings, bundle, bootstrap, tmp, n_sensors, days, name: str = "sat") -> dict:
     topic = f"bench-sat-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic, 4)
     lines = event_lines(n_sensors, days, "2026-01-19T00:00:00Z", 1.0, settings)
     log(f"saturated: producing a backlog of {len(lines)} events from {n_sensors} sensors to {topic}")
     produce_lines(((sid, line) for sid, _, line in lines), bootstrap, topic, 0)
     t0 = time.time()
-    s, totals = deploy(spark, settings, bundle, topic, tmp, "sat", **{"stream.idle_timeout_s": 8.0})
+    s, totals = deploy(spark, settings, bundle, topic, tmp, name, **{"stream.idle_timeout_s": 8.0})
     prog = [p for p in stream_progress() if p["rows"] > 0]
     steady = prog[1:] if len(prog) > 2 else prog  # the first batch pays Python worker start-up
     rows, ms = sum(p["rows"] for p in steady), sum(p["ms"] for p in steady)
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
         log(f"    {base['events_per_s']:.1f} events/s")
         log(f"5/5 state with {args.state_sensors} sensors")
         st = saturated(spark, settings.replace(**{"sinks.enabled": ("sqlite",)}), bundle, args.bootstrap, tmp,
-                       args.state_sensors, 33 * 300 / 86400)
+                       args.state_sensors, 33 * 300 / 86400, name="state")
         prog = [p for p in stream.LAST_PROGRESS if p["rows"] > 0] or stream.LAST_PROGRESS
         results["state"] = {"sensors": args.state_sensors, "state_rows": prog[-1]["state_rows"] if prog else None,
                             "state_bytes": prog[-1]["state_bytes"] if prog else None,
