@@ -253,6 +253,8 @@ def main(argv=None) -> int:
         prog = [p for p in stream.LAST_PROGRESS if p["rows"] > 0] or stream.LAST_PROGRESS
         results["state"] = {"sensors": args.state_sensors, "state_rows": prog[-1]["state_rows"] if prog else None,
                             "state_bytes": prog[-1]["state_bytes"] if prog else None,
+                            "rocksdb_sst_bytes": prog[-1].get("rocksdb_sst_bytes") if prog else None,
+                            "rocksdb_pinned_bytes": prog[-1].get("rocksdb_pinned_bytes") if prog else None,
                             "driver_max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                             "events_per_s": st["steady_events_per_s"]}
     finally:
@@ -268,7 +270,8 @@ def main(argv=None) -> int:
     print(f"baseline (events/s)                     {results['baseline']['events_per_s']:>12,.1f}")
     print(f"speed-up over baseline                  {e2e / results['baseline']['events_per_s']:>12,.0f}x    >= 500x")
     st = results["state"]
-    print(f"state: {st['sensors']} sensors -> {st['state_rows']} rows, {st['state_bytes'] / 2**20 if st['state_bytes'] else float('nan'):.1f} MiB "
+    print(f"state: {st['sensors']} sensors -> {st['state_rows']} rows, state store memory "
+          f"{(st['state_bytes'] or 0) / 2**20:.1f} MiB, RocksDB SST {(st['rocksdb_sst_bytes'] or 0) / 2**20:.1f} MiB "
           f"(driver max RSS {st['driver_max_rss_bytes'] / 2**20:.0f} MiB)")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1, default=float))

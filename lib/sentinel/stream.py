@@ -336,7 +336,12 @@ def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: st
                              "ms": p.get("durationMs", {}).get("triggerExecution", 0),
                              "timestamp": p.get("timestamp"),
                              "state_rows": sum(o.get("numRowsTotal", 0) for o in ops),
-                             "state_bytes": sum(o.get("memoryUsedBytes", 0) for o in ops)})
+                             "state_bytes": sum(o.get("memoryUsedBytes", 0) for o in ops),
+                             # RocksDB keeps state off-heap and on disk: its own sizes say more
+                             "rocksdb_sst_bytes": sum((o.get("customMetrics") or {}).get("rocksdbSstFileSize", 0)
+                                                      for o in ops),
+                             "rocksdb_pinned_bytes": sum((o.get("customMetrics") or {}).get(
+                                 "rocksdbPinnedBlocksMemoryUsage", 0) for o in ops)})
 
     try:
         while query.isActive and not stop.is_set():
