@@ -211,7 +211,7 @@ def test_unreachable_server_fails_loudly_after_retries(monkeypatch):
                                                schema="sentinel", retries=3, retry_backoff_s=0.25))
     sleeps, connects = [], []
     real_connect = psycopg2.connect
-    monkeypatch.setattr(pgmod.time, "sleep", sleeps.append)
+    monkeypatch.setattr(pgmod, "_sleep", sleeps.append)
     monkeypatch.setattr(psycopg2, "connect", lambda *a, **k: connects.append(1) or real_connect(*a, **k))
     a, r = batch(1)
     with pytest.raises(RuntimeError) as info:
@@ -232,7 +232,7 @@ def test_killed_connection_is_replaced_and_batch_written_once(pg_sink, pg_schema
     old_pid = pg_sink._conn.get_backend_pid()
     assert fetch(pg_schema, "SELECT pg_terminate_backend(%s)", (old_pid,))[0][0] is True
     sleeps = []
-    monkeypatch.setattr(pgmod.time, "sleep", sleeps.append)
+    monkeypatch.setattr(pgmod, "_sleep", sleeps.append)
     a2, r2 = batch(2)
     pg_sink.write(a2, r2, 2)  # first attempt hits the dead connection, the retry reconnects
     assert sleeps == [0.05]

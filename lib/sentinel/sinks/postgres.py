@@ -28,6 +28,8 @@ from sentinel import registry
 from sentinel.config import ConfigError, PostgresSettings
 
 log = logging.getLogger("sentinel.sinks.postgres")
+# The back-off wait; tests replace this one name (patching time.sleep would hit every thread).
+_sleep = time.sleep
 T = TypeVar("T")
 
 # (version, name, statements). Statements are psycopg2.sql templates: {schema} is replaced by
@@ -198,7 +200,7 @@ class PostgresSink:
                     first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                     log.warning("postgres sink: %s failed (attempt %d of %d: %s); retrying in %.2f s",
                                 what, attempt + 1, self.retries + 1, first_line, delay)
-                    time.sleep(delay)
+                    _sleep(delay)
         reason = " ".join(str(last).split()) or type(last).__name__
         raise RuntimeError(f"postgres sink: {what} failed after {self.retries + 1} attempt(s) "
                            f"(schema {self.schema!r}); last error: {type(last).__name__}: {reason}") from last
