@@ -249,6 +249,33 @@ def produce_lines(pairs: Iterable[tuple[Any, Any]], bootstrap: str, topic: str, 
     return state["delivered"]
 
 
+def read_to_end(consumer, parts: list, timeout_s: float, error_cls: type[Exception]) -> Iterator:
+    """Assign ``parts`` (TopicPartitions at their start offsets) and yield every message up to
+    each partition's current end; the consumer needs ``enable.partition.eof``. Raises
+    ``error_cls`` on a read error or when the end is not reached within ``timeout_s``."""
+    from confluent_kafka import KafkaError
+    topic = parts[0].topic if parts else "?"
+    pending = set()
+    for tp in parts:
+        low, high = consumer.get_watermark_offsets(tp, timeout=10)
+        if high > low:
+            pending.add(tp.partition)
+    consumer.assign(parts)
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        if time.monotonic() > deadline:
+            raise error_cls(f"reading {topic!r} did not reach its end within {timeout_s:.0f} s: check the broker")
+        msg = consumer.poll(0.5)
+        if msg is None:
+            continue
+        if msg.error():
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                pending.discard(msg.partition())
+                continue
+            raise error_cls(f"cannot read {topic!r}: {msg.error().str()}")
+        yield msg
+
+
 def consume_all(bootstrap: str, topic: str, timeout_s: float = 30.0, options: dict[str, str] | None = None,
                 isolation: str = "read_committed") -> list:
     """Every message currently in ``topic``, from the beginning of each partition to its end
@@ -257,7 +284,7 @@ def consume_all(bootstrap: str, topic: str, timeout_s: float = 30.0, options: di
 
     With ``read_committed`` (the default) aborted transactional messages are skipped.
     """
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
     bootstrap = parse_bootstrap(bootstrap)
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "sentinel-consume-all",
                   "enable.auto.commit": False, "enable.partition.eof": True, "isolation.level": isolation,
@@ -267,26 +294,7 @@ def consume_all(bootstrap: str, topic: str, timeout_s: float = 30.0, options: di
         if topic not in md.topics or md.topics[topic].error:
             return []
         parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(md.topics[topic].partitions)]
-        pending = set()
-        for tp in parts:
-            low, high = c.get_watermark_offsets(tp, timeout=10)
-            if high > low:
-                pending.add(tp.partition)
-        c.assign(parts)
-        out, deadline = [], time.monotonic() + timeout_s
-        while pending:
-            if time.monotonic() > deadline:
-                raise KafkaFeedError(f"reading {topic!r} did not reach its end within {timeout_s:.0f} s")
-            msg = c.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
-                    continue
-                raise KafkaFeedError(f"cannot read {topic!r}: {msg.error().str()}")
-            out.append(msg)
-        return out
+        return list(read_to_end(c, parts, timeout_s, KafkaFeedError))
     finally:
         c.close()
 

@@ -44,8 +44,7 @@ def session(settings: Settings, app_suffix: str = "", kafka: bool = False):
          .config("spark.executorEnv.OMP_NUM_THREADS", threads)
          .config("spark.executorEnv.TF_NUM_INTRAOP_THREADS", threads)
          .config("spark.executorEnv.TF_NUM_INTEROP_THREADS", threads)
-         .config("spark.executorEnv.TF_CPP_MIN_LOG_LEVEL", "2")
-         .config("spark.executorEnv.SENTINEL_TF_THREADS", threads))
+         .config("spark.executorEnv.TF_CPP_MIN_LOG_LEVEL", "2"))
     if sp.state_store == "rocksdb":
         b = b.config("spark.sql.streaming.stateStore.providerClass",
                      "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")

@@ -48,7 +48,8 @@ LAST_PROGRESS: list[dict] = []
 
 
 def read_source(spark, settings: Settings):
-    """The raw stream: columns ``raw`` (string) and ``key`` (string or null)."""
+    """The raw stream: ``raw`` (socket, string) or ``raw_bytes`` (Kafka, binary: garbage must
+    reach the parser and the reject store), and ``key`` (string or null)."""
     from pyspark.sql import functions as F
 
     src = settings.source

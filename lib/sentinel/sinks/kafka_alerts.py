@@ -162,8 +162,8 @@ class KafkaAlertsSink:
 
     def _read_progress(self, timeout_s: float = 30.0) -> int:
         """Newest committed batch id for this query and topic on the progress topic (-1: none)."""
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-        from sentinel.kafka import client_logger
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+        from sentinel.kafka import client_logger, read_to_end
         c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "sentinel-alerts-progress-reader",
                       "enable.auto.commit": False, "isolation.level": "read_committed",
                       "enable.partition.eof": True, "logger": client_logger(), **self.options})
@@ -171,25 +171,8 @@ class KafkaAlertsSink:
             md = c.list_topics(self.progress_topic, timeout=10)
             parts = [TopicPartition(self.progress_topic, p, OFFSET_BEGINNING)
                      for p in md.topics[self.progress_topic].partitions]
-            pending = set()
-            for tp in parts:
-                lo, hi = c.get_watermark_offsets(tp, timeout=10)
-                if hi > lo:
-                    pending.add(tp.partition)
-            c.assign(parts)
-            last, deadline = -1, time.monotonic() + timeout_s
-            while pending:
-                if time.monotonic() > deadline:
-                    raise AlertPublishError(f"could not read {self.progress_topic} within {timeout_s:.0f} s: "
-                                            "check the broker")
-                msg = c.poll(0.5)
-                if msg is None:
-                    continue
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        pending.discard(msg.partition())
-                        continue
-                    raise AlertPublishError(f"cannot read {self.progress_topic}: {msg.error().str()}")
+            last = -1
+            for msg in read_to_end(c, parts, timeout_s, AlertPublishError):
                 if msg.key() == self.progress_key and msg.value():
                     last = max(last, int(json.loads(msg.value())["batch_id"]))
             return last
