@@ -221,7 +221,9 @@ def score_table(bundle, frame: pd.DataFrame, settings: Settings) -> pd.DataFrame
     """One row per input row: sensor_id, timestamp, features, score, threshold, is_anomaly.
 
     Windows come from ``windows.assemble`` and scores from ``scoring.score_windows``, exactly
-    as in the streaming UDF; rows without a full window get no score and is_anomaly 0.
+    as in the streaming UDF; rows without a full window get no score and is_anomaly 0. With
+    ``threshold.persistence_n`` > 1, is_anomaly is the alarm of ``scoring.persist_groups``: at
+    least m of the sensor's last n scored windows (event-time order) over the threshold.
     """
     from sentinel import scoring
     from sentinel.windows import NS_PER_S, WINDOW, assemble
@@ -241,10 +243,11 @@ def score_table(bundle, frame: pd.DataFrame, settings: Settings) -> pd.DataFrame
     for sid, idx in pd.Series(np.arange(n))[ok].groupby(sensors[ok].to_numpy()):
         rows = idx.to_numpy()
         res = assemble(t_ns[rows], values[rows], None, bundle.length, max_gap)
-        has = res.status == WINDOW
+        has = np.nonzero(res.status == WINDOW)[0]
+        has = has[np.argsort(res.window_row[has])]  # event-time order (persistence needs it)
         win_list.append(res.windows[res.window_row[has]])
         time_list.append(res.window_times[res.window_row[has]])
-        sid_list.append(np.full(has.sum(), sid, dtype=object))
+        sid_list.append(np.full(has.size, sid, dtype=object))
         row_list.append(rows[has])
     score = np.full(n, np.nan)
     threshold = np.full(n, np.nan)
@@ -253,6 +256,9 @@ def score_table(bundle, frame: pd.DataFrame, settings: Settings) -> pd.DataFrame
         w, wt, sids, rows = (np.concatenate(x) for x in (win_list, time_list, sid_list, row_list))
         sc = scoring.score_windows(bundle, w, wt, sids)
         th, fl = scoring.flag(bundle, sc, sids)
+        p = settings.threshold
+        if p.persistence_n > 1:
+            fl, _ = scoring.persist_groups(fl, sids, p.persistence_m, p.persistence_n)
         score[rows], threshold[rows], flags[rows] = sc, th, fl
     out = pd.DataFrame({"sensor_id": sensors.to_numpy(), "timestamp": times.dt.strftime("%Y-%m-%dT%H:%M:%SZ")})
     for i, f in enumerate(feats):

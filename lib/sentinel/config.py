@@ -178,8 +178,8 @@ class Settings:
 # Choices checked after types: a typo here would otherwise surface deep inside a job.
 _CHOICES = {
     "model.cell": ("gru", "lstm"),
-    "threshold.method": ("mean_std", "quantile", "per_sensor", "mahalanobis"),
-    "threshold.reduce": ("mean", "last", "max"),
+    "threshold.method": ("mean_std", "quantile", "per_sensor"),
+    "threshold.reduce": ("mean", "last", "max", "mahalanobis"),
     "source.type": ("socket", "kafka"),
     "stream.late_policy": ("reject",),
     "train.format": ("auto", "csv", "parquet", "json"),

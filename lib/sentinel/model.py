@@ -1,7 +1,8 @@
 """Autoencoder builders and the model bundle (save, load, resolve versions).
 
 A bundle is a directory ``models/<name>/<version>/`` holding ``model.keras``,
-``scaler.json``, ``threshold.json`` and ``manifest.json``. Deploy takes a bundle path or a
+``scaler.json``, ``threshold.json`` and ``manifest.json``, plus ``error_model.json`` when the
+window score is the Mahalanobis distance (``threshold.reduce = "mahalanobis"``). Deploy takes a bundle path or a
 ``models/<name>`` folder, meaning its newest version.
 
 Keras is imported lazily so that command-line help and pure-numpy code stay fast.
@@ -14,17 +15,19 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sentinel import error_model as errmod
+from sentinel.error_model import ErrorModel
 from sentinel.threshold import Threshold
 from sentinel.windows import Scaler
 
-BUNDLE_FILES = ("model.keras", "scaler.json", "threshold.json", "manifest.json")
+BUNDLE_FILES = ("model.keras", "scaler.json", "threshold.json", "manifest.json")  # required
 _VERSION_RE = re.compile(r"^\d{8}T\d{6}(\d{6})?Z$")
 
 
@@ -96,6 +99,7 @@ class Bundle:
     scaler: Scaler
     threshold: Threshold
     manifest: dict
+    error_model: ErrorModel | None = field(default=None)  # only for reduce = "mahalanobis"
 
     @property
     def version(self) -> str:
@@ -136,13 +140,16 @@ def resolve_bundle(path: str | Path) -> Path:
                       f"(or `make demo`), or point stream.model / --model at a trained bundle")
 
 
-def save_bundle(out_dir: str | Path, model, scaler: Scaler, threshold: Threshold, manifest: dict) -> Path:
+def save_bundle(out_dir: str | Path, model, scaler: Scaler, threshold: Threshold, manifest: dict,
+                error_model: ErrorModel | None = None) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "model.keras")
     (out / "scaler.json").write_text(scaler.to_json())
     (out / "threshold.json").write_text(threshold.to_json())
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+    if error_model is not None:
+        (out / errmod.FILE_NAME).write_text(error_model.to_json())
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))  # last: marks it complete
     return out
 
 
@@ -154,10 +161,15 @@ def load_bundle(path: str, threads: int | None = None) -> Bundle:
     if missing:
         raise BundleError(f"model bundle {p} lacks {', '.join(missing)}: re-run `sentinel train`")
     keras = keras_module(threads)
+    manifest = json.loads((p / "manifest.json").read_text())
+    em_path = p / errmod.FILE_NAME
+    error_model = ErrorModel.from_json(em_path.read_text()) if em_path.is_file() else None
+    if error_model is None and manifest.get("score", {}).get("reduce") == "mahalanobis":
+        raise BundleError(f"model bundle {p} scores with the Mahalanobis distance but lacks "
+                          f"{errmod.FILE_NAME}: re-run `sentinel train`")
     model = keras.saving.load_model(p / "model.keras", compile=False)
     return Bundle(str(p), model, Scaler.from_json((p / "scaler.json").read_text()),
-                  Threshold.from_json((p / "threshold.json").read_text()),
-                  json.loads((p / "manifest.json").read_text()))
+                  Threshold.from_json((p / "threshold.json").read_text()), manifest, error_model)
 
 
 def fingerprint(frame) -> str:

@@ -1,8 +1,11 @@
 """Scoring: windows -> scores -> flags. The only scoring code in Pressure Sentinel.
 
 Contract: ``score_windows(bundle, windows, window_times, sensor_ids)`` returns one float per
-window, the mean squared reconstruction error of the scaled window (higher means more
-anomalous); a reading is an anomaly when its window's score exceeds its sensor's threshold.
+window (higher means more anomalous): the per-step squared reconstruction errors of the scaled
+window reduced by the bundle's ``score.reduce`` (mean, last, max, or the Mahalanobis distance of
+the error vector, see :mod:`sentinel.error_model`); a reading's window is flagged when its score
+exceeds its sensor's threshold. Optional alarm persistence (:func:`persist`) turns a sensor's
+flags into alarms when at least m of its last n windows were flagged.
 
 Used unchanged by training (calibration), ``sentinel score``/``evaluate`` and the streaming
 pandas UDF. Pure numpy + the Keras model; no pyspark.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from sentinel.error_model import ErrorModel
 from sentinel.model import Bundle
 from sentinel.windows import calendar_features
 
@@ -68,8 +72,12 @@ def step_errors(bundle: Bundle, windows: np.ndarray, window_times: np.ndarray,
     return ((recon - inputs[0]) ** 2).mean(axis=-1)
 
 
-def reduce_errors(errors: np.ndarray, how: str = "mean") -> np.ndarray:
-    """(m, W) step errors -> (m,) scores."""
+def reduce_errors(errors: np.ndarray, how: str = "mean", error_model: ErrorModel | None = None) -> np.ndarray:
+    """(m, W) step errors -> (m,) scores.
+
+    ``how``: ``mean``, ``last`` (newest step), ``max``, or ``mahalanobis`` (distance of the
+    error vector under ``error_model``, fitted on normal validation windows).
+    """
     if errors.shape[0] == 0:
         return np.empty(0)
     if how == "mean":
@@ -78,14 +86,24 @@ def reduce_errors(errors: np.ndarray, how: str = "mean") -> np.ndarray:
         return errors[:, -1]
     if how == "max":
         return errors.max(axis=1)
-    raise ValueError(f"unknown score reduction {how!r}: use mean, last or max")
+    if how == "mahalanobis":
+        if error_model is None:
+            raise ValueError("score reduction 'mahalanobis' needs the bundle's error model "
+                             "(error_model.json): re-train with threshold.reduce = \"mahalanobis\"")
+        return error_model.distance(errors)
+    raise ValueError(f"unknown score reduction {how!r}: use mean, last, max or mahalanobis")
+
+
+def reduction(bundle: Bundle) -> str:
+    """The bundle's window score reduction (bundles from before it was recorded: mean)."""
+    return bundle.manifest.get("score", {}).get("reduce", "mean")
 
 
 def score_windows(bundle: Bundle, windows: np.ndarray, window_times: np.ndarray,
                   sensor_ids: np.ndarray) -> np.ndarray:
     """(m, W, F) raw windows of the given sensors -> (m,) anomaly scores."""
-    how = bundle.manifest.get("score", {}).get("reduce", "mean")
-    return reduce_errors(step_errors(bundle, windows, window_times, sensor_ids), how).astype(np.float64)
+    errors = step_errors(bundle, windows, window_times, sensor_ids)
+    return reduce_errors(errors, reduction(bundle), bundle.error_model).astype(np.float64)
 
 
 def flag(bundle: Bundle, scores: np.ndarray, sensor_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -114,3 +132,88 @@ def score_frame(bundle: Bundle, frame: pd.DataFrame) -> pd.DataFrame:
     thresholds, is_anom = flag(bundle, scores, sensors)
     out["score"], out["threshold"], out["is_anomaly"] = scores, thresholds, is_anom
     return out
+
+
+def persist(flags: np.ndarray, m: int, n: int, prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Alarm persistence for ONE sensor: alarm where at least ``m`` of the last ``n`` flags are set.
+
+    Args:
+        flags: (k,) raw window flags (score > threshold) of one sensor, in event-time order.
+        m, n: at least m of the last n flags (1 <= m <= n; m = n = 1 returns ``flags``).
+        prior: the sensor's previous raw flags, oldest first (the ``tail`` returned by the
+            previous call; only its last n-1 count). None or empty: no history (counted as
+            unflagged).
+
+    Returns:
+        ``(alarms, tail)``: (k,) bool alarms, and the newest n-1 raw flags including ``prior``
+        (oldest first, shorter while fewer exist) to carry to the next call.
+
+    Example (m=2, n=3): flags 1 0 1 0 0 1 -> alarms 0 0 1 0 0 0, tail [0, 1].
+    """
+    alarms, tails = persist_groups(flags, np.zeros(len(flags), dtype=np.int8), m, n,
+                                   None if prior is None else {0: prior})
+    return alarms, tails.get(0, _tail(prior, n))
+
+
+def persist_groups(flags: np.ndarray, groups: np.ndarray, m: int, n: int,
+                   priors: dict | None = None) -> tuple[np.ndarray, dict]:
+    """:func:`persist` for many sensors at once (vectorised, no Python loop over rows).
+
+    Args:
+        flags: (k,) raw window flags, sorted by group (sensor) and, within it, event time.
+        groups: (k,) sensor id (or any group code) of each flag; each group's rows contiguous.
+        m, n: alarm where at least m of the group's last n raw flags are set.
+        priors: optional ``{group: previous raw flags, oldest first}`` (the returned tails of
+            the previous call); groups without an entry start with no history.
+
+    Returns:
+        ``(alarms, tails)``: (k,) bool alarms in input order, and ``{group: newest n-1 raw
+        flags, oldest first}`` for every group present in ``groups``.
+    """
+    flags = np.asarray(flags).astype(bool)
+    groups = np.asarray(groups)
+    if not 1 <= m <= n:
+        raise ValueError(f"alarm persistence needs 1 <= m <= n, got m={m}, n={n}")
+    k = flags.size
+    if groups.shape != flags.shape:
+        raise ValueError("flags and groups must have the same length")
+    if k == 0:
+        return np.zeros(0, dtype=bool), {}
+    starts = np.concatenate([[0], np.nonzero(groups[1:] != groups[:-1])[0] + 1])
+    keys = groups[starts]
+    if len(set(keys.tolist())) != keys.size:
+        raise ValueError("persist_groups needs each group's rows contiguous: sort by sensor, then time")
+    if n == 1:
+        return flags.copy(), {key: np.zeros(0, dtype=bool) for key in keys.tolist()}
+    h = n - 1
+    # Each group's segment gets h leading slots holding its prior flags (right-aligned,
+    # missing ones unflagged), so one cumulative sum serves every group: a row's window of n
+    # never reaches into the previous group's segment.
+    pad = np.zeros((keys.size, h), dtype=bool)
+    for i, key in enumerate(keys.tolist()):  # one step per sensor, not per row
+        tail = _tail((priors or {}).get(key), n)
+        if tail.size:
+            pad[i, h - tail.size:] = tail
+    sizes = np.diff(np.concatenate([starts, [k]]))
+    seg_start = starts + h * np.arange(keys.size)          # where each segment begins in ext
+    ext = np.zeros(k + h * keys.size, dtype=bool)
+    pad_pos = seg_start[:, None] + np.arange(h)[None, :]
+    ext[pad_pos.ravel()] = pad.ravel()
+    row_pos = np.arange(k) + h * np.repeat(np.arange(keys.size) + 1, sizes)  # each row's slot in ext
+    ext[row_pos] = flags
+    csum = np.concatenate([[0], np.cumsum(ext, dtype=np.int64)])
+    alarms = (csum[row_pos + 1] - csum[row_pos + 1 - n]) >= m
+    seg_end = seg_start + h + sizes                         # one past each segment's last slot
+    # Tails: the newest n-1 real flags (prior + new); shorter while a sensor has fewer.
+    known = sizes + np.array([_tail((priors or {}).get(key), n).size for key in keys.tolist()])
+    lengths = np.minimum(h, known)
+    tails = {key: ext[seg_end[i] - lengths[i]:seg_end[i]].copy() for i, key in enumerate(keys.tolist())}
+    return alarms, tails
+
+
+def _tail(prior, n: int) -> np.ndarray:
+    """The newest n-1 flags of a prior (empty when there is none)."""
+    if prior is None or n <= 1:
+        return np.zeros(0, dtype=bool)
+    p = np.asarray(prior).astype(bool).ravel()
+    return p[max(p.size - (n - 1), 0):]

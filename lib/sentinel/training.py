@@ -19,6 +19,7 @@ from sentinel import scoring
 from sentinel.config import Settings
 from sentinel.model import (Bundle, build_autoencoder, fingerprint, keras_module, library_versions,
                             new_version, save_bundle)
+from sentinel.error_model import fit_error_model
 from sentinel.threshold import calibrate
 from sentinel.windows import NS_PER_S, Scaler, calendar_features, sensor_windows
 
@@ -65,6 +66,13 @@ def build_windows(frame: pd.DataFrame, features: list[str], length: int, max_gap
                          np.empty(0, dtype=object), np.empty(0, dtype=bool))
     return WindowSet(*(np.concatenate([getattr(p, f) for p in parts]) for f in
                        ("windows", "times", "sensors", "labelled")))
+
+
+def split_validation(start_ns: np.ndarray, end_ns: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Split validation windows by time at the middle of their span: (older half, newer half,
+    cut in ns). Windows straddling the cut are in neither, so no reading is in both halves."""
+    mid = int(start_ns.min() + (end_ns.max() - start_ns.min()) // 2)
+    return idx[end_ns < mid], idx[start_ns >= mid], mid
 
 
 def fit_bundle(frame: pd.DataFrame, settings: Settings, out_dir: str | Path | None = None,
@@ -144,16 +152,36 @@ def fit_bundle(frame: pd.DataFrame, settings: Settings, out_dir: str | Path | No
                      epochs=ms.epochs, batch_size=ms.batch_size, shuffle=True, callbacks=[stop],
                      verbose=2)
 
-    # Calibrate on validation windows with the production scoring path.
     th = settings.threshold
-    val_scores = scoring.score_windows(bundle, ws.windows[val_idx], ws.times[val_idx], ws.sensors[val_idx])
-    threshold = calibrate(val_scores, ws.sensors[val_idx], th.method, th.k, th.quantile, th.margin)
+    cal_idx = val_idx
+    if th.reduce == "mahalanobis":
+        # The error model is fitted on the older half of the validation span and the threshold
+        # calibrated on the newer half (windows straddling the cut dropped): calibrating on the
+        # windows the covariance was fitted on would under-estimate their distances.
+        fit_idx, cal_idx, mid_ns = split_validation(start_ns[val_idx], end_ns[val_idx], val_idx)
+        if len(fit_idx) < MIN_VALIDATION_WINDOWS or len(cal_idx) < MIN_VALIDATION_WINDOWS:
+            raise TrainingDataError(
+                f"too little validation history for the Mahalanobis error model: {len(fit_idx)} fitting and "
+                f"{len(cal_idx)} calibration windows (need at least {MIN_VALIDATION_WINDOWS} each); give more "
+                f"days of data, a larger model.validation_fraction, or threshold.reduce = \"mean\"")
+        errors = scoring.step_errors(bundle, ws.windows[fit_idx], ws.times[fit_idx], ws.sensors[fit_idx])
+        bundle.error_model = fit_error_model(errors)
+        manifest["score"]["error_model"] = bundle.error_model.params | {
+            "fit_windows": int(len(fit_idx)), "calibration_windows": int(len(cal_idx)),
+            "split_time": str(pd.Timestamp(mid_ns, tz="UTC"))}
+        log.info("Mahalanobis error model fitted on %d validation windows (Ledoit-Wolf shrinkage %.3f); "
+                 "threshold calibrated on the next %d", len(fit_idx), bundle.error_model.params["shrinkage"],
+                 len(cal_idx))
+
+    # Calibrate on validation windows with the production scoring path.
+    val_scores = scoring.score_windows(bundle, ws.windows[cal_idx], ws.times[cal_idx], ws.sensors[cal_idx])
+    threshold = calibrate(val_scores, ws.sensors[cal_idx], th.method, th.k, th.quantile, th.margin)
     bundle.threshold = threshold
     manifest["validation"] = {
-        "windows": int(len(val_idx)), "score_mean": float(val_scores.mean()),
+        "windows": int(len(cal_idx)), "score_mean": float(val_scores.mean()),
         "score_p50": float(np.quantile(val_scores, 0.5)), "score_p99": float(np.quantile(val_scores, 0.99)),
         "score_max": float(val_scores.max()), "threshold": threshold.value,
-        "false_alarm_rate": float((val_scores > threshold.for_sensors(ws.sensors[val_idx])).mean()),
+        "false_alarm_rate": float((val_scores > threshold.for_sensors(ws.sensors[cal_idx])).mean()),
         "best_val_loss": float(min(hist.history["val_loss"])), "epochs_run": len(hist.history["loss"]),
     }
     if label_col:
@@ -163,7 +191,7 @@ def fit_bundle(frame: pd.DataFrame, settings: Settings, out_dir: str | Path | No
             manifest["validation"]["labelled_windows_flagged"] = float((s > threshold.for_sensors(ws.sensors[lab_idx])).mean())
 
     out = Path(out_dir) if out_dir else Path(ms.dir) / ms.name / manifest["version"]
-    save_bundle(out, model, scaler, threshold, manifest)
+    save_bundle(out, model, scaler, threshold, manifest, bundle.error_model)
     report = {"bundle": str(out), "history": hist.history, "threshold": json.loads(threshold.to_json()),
               "validation": manifest["validation"], "cleaning": cleaning or {},
               "seconds": round(time.time() - t_start, 1)}
