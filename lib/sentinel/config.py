@@ -108,6 +108,7 @@ class StreamSettings:
     checkpoint: str = "checkpoints/deploy"
     trigger_s: float = 1.0
     late_policy: str = "reject"
+    state_buckets: int = 64
     max_batches: int = 0
     idle_timeout_s: float = 0.0
 
@@ -149,6 +150,7 @@ class SparkSettings:
     app_name: str = "pressure-sentinel"
     shuffle_partitions: int = 4
     arrow_max_records: int = 10000
+    preload_tensorflow: bool = True
     state_store: str = "rocksdb"
     python_threads: int = 1
     log_level: str = "WARN"
@@ -349,6 +351,8 @@ def _validate(s: Settings) -> None:
     if "@" in s.sinks.postgres.dsn and ":" in s.sinks.postgres.dsn.split("@")[0].split("//")[-1]:
         raise ConfigError("setting 'sinks.postgres.dsn' contains a password: remove it and set "
                           "PGPASSWORD (or ~/.pgpass) instead")
+    if not 1 <= s.stream.state_buckets <= 1_000_000:
+        raise ConfigError("setting 'stream.state_buckets' must be between 1 and 1000000")
     if s.stream.trigger_s <= 0:
         raise ConfigError("setting 'stream.trigger_s' must be positive (a zero trigger spins the CPU)")
 

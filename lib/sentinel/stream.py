@@ -4,18 +4,24 @@ One micro-batch::
 
     source (socket | kafka)                   # raw: string, key: string
     -> mapInPandas(parse)                     # raw, sensor_id, event_time, values, reject_reason
-    -> groupBy(sensor_id, or a reserved key for malformed lines)
+    -> groupBy(state bucket = hash(sensor_id) % stream.state_buckets, or -1 for malformed lines)
        .transformWithStateInPandas(WindowProcessor)
                                               # one row per line: status window|warmup|late|duplicate|reject
     -> pandas UDF score(sensor_id, window, window_times)   # score, threshold, is_anomaly
     -> foreachBatch(BatchWriter)              # anomalies + rejects to every sink, one log line
 
-The per-sensor state holds the newest W-1 readings in event-time order (``windows.assemble``
-does the work, the same function as the batch path). It is also where duplicates and late
-readings are caught: a reading at the same time as, or older than, the newest one accepted
-for its sensor becomes a ``duplicate`` or ``late`` reject. A Spark watermark with
-``dropDuplicatesWithinWatermark`` would drop such rows without a trace, so there is none;
-state stays bounded anyway (W-1 readings per sensor).
+The window state holds each sensor's newest W-1 readings in event-time order; sensors share
+state buckets so that one call assembles the windows of many sensors at once
+(``windows.assemble_many``, the same function as the batch path). The state is also where
+duplicates and late readings are caught: a reading at the same time as, or older than, the
+newest one accepted for its sensor becomes a ``duplicate`` or ``late`` reject. A Spark
+watermark with ``dropDuplicatesWithinWatermark`` would drop such rows without a trace, so there
+is none; state stays bounded anyway (W-1 readings per sensor).
+
+Why it is fast (see benchmarks/throughput.py): vectors cross the JVM/Python boundary as packed
+binary, not arrays (PySpark converts array columns row by row in Python); one state read and
+write per bucket instead of per sensor; windows assembled with numpy over all sensors of a
+bucket; the model runs once per Arrow batch through a traced TensorFlow function.
 """
 from __future__ import annotations
 
@@ -31,17 +37,20 @@ import pandas as pd
 
 from sentinel import events
 from sentinel.config import Settings
-from sentinel.windows import NS_PER_S, STATUS_NAMES, WINDOW, WindowState, assemble
+from sentinel.windows import DUPLICATE, LATE, NS_PER_S
 
 log = logging.getLogger("sentinel.stream")
 
-PARSED_SCHEMA = ("raw string, sensor_id string, event_time timestamp, `values` array<double>, "
-                 "reject_reason string")
-STAGED_SCHEMA = ("sensor_id string, event_time timestamp, `values` array<double>, raw string, "
-                 "status string, reject_reason string, window array<double>, window_times array<bigint>")
+# Vectors travel between the JVM and Python as binary (packed float64/int64): PySpark converts
+# array columns from pandas row by row in Python, binary columns in one Arrow call.
+PARSED_SCHEMA = "raw string, sensor_id string, event_time timestamp, `values` binary, reject_reason string"
+STAGED_SCHEMA = ("sensor_id string, event_time timestamp, `values` binary, raw string, "
+                 "status string, reject_reason string, window binary, window_times binary")
 SCORE_SCHEMA = "score double, threshold double, is_anomaly boolean"
-# Grouping key of malformed lines (a sensor id cannot contain NUL: events.parse_line rejects it).
-REJECT_KEY = "\x00reject"
+# State bucket of malformed lines (sensors hash into 0..state_buckets-1).
+REJECT_BUCKET = -1
+LATE_REASON = "late: older than the newest reading already scored for this sensor"
+DUPLICATE_REASON = "duplicate: same sensor and event time as an accepted reading"
 # Per-batch summaries (rows, duration, state size) of the last run() in this process; read by
 # the benchmarks.
 LAST_PROGRESS: list[dict] = []
@@ -70,21 +79,90 @@ def read_source(spark, settings: Settings):
     return df.select(F.col("value").alias("raw_bytes"), F.col("key").cast("string").alias("key"))
 
 
+def pack_rows(matrix: np.ndarray, dtype) -> np.ndarray:
+    """(n, k) array -> (n,) object array of bytes, one packed row each."""
+    m = np.ascontiguousarray(matrix, dtype=dtype).reshape(len(matrix), -1)
+    width = m.shape[1] * m.itemsize
+    return np.frombuffer(m.tobytes(), dtype=f"V{width}").astype(object) if width else \
+        np.full(len(m), b"", dtype=object)
+
+
+def unpack_rows(packed, dtype, width: int) -> np.ndarray:
+    """Packed rows (bytes, no nulls) -> (n, width) array."""
+    if len(packed) == 0:
+        return np.empty((0, width), dtype=dtype)
+    return np.frombuffer(b"".join(packed), dtype=dtype).reshape(len(packed), width)
+
+
 def _parse_batches(data_settings):
     def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
             raw = pdf["raw_bytes"] if "raw_bytes" in pdf else pdf["raw"]
             out = events.parse_lines(raw.tolist(), data_settings, pdf["key"].tolist())
+            ok = out["reject_reason"].isna().to_numpy()
+            packed = np.full(len(out), None, dtype=object)
+            if ok.any():
+                packed[ok] = pack_rows(np.array(out["values"][ok].tolist(), dtype=np.float64), np.float64)
+            out["values"] = packed
             yield out
     return parse
 
 
-class WindowProcessor:
-    """Per-sensor window state for ``transformWithStateInPandas``.
+def encode_bucket_state(sensor_ids, last_time: np.ndarray, tail_codes: np.ndarray, tail_times: np.ndarray,
+                        tail_values: np.ndarray, buckets: int) -> bytes:
+    """One state bucket (its sensors' tails) -> Arrow IPC bytes.
 
-    State: the sensor's newest W-1 readings (times, flattened values) and its newest accepted
-    event time. Called once per sensor per micro-batch; a failure fails the micro-batch, which
-    Spark re-runs from the checkpoint (state is only committed with the batch).
+    One row per sensor: id, newest accepted time, tail times, tail values (flattened).
+    ``buckets`` is stored so a changed ``stream.state_buckets`` is caught, not misread.
+    """
+    import pyarrow as pa
+    n_features = tail_values.shape[1] if tail_values.ndim == 2 else 1
+    counts = np.bincount(tail_codes, minlength=len(sensor_ids)).astype(np.int32)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    table = pa.table({
+        "sensor_id": pa.array(list(sensor_ids), pa.string()),
+        "last_time": pa.array(last_time, pa.int64()),
+        "tail_times": pa.ListArray.from_arrays(pa.array(offsets), pa.array(tail_times, pa.int64())),
+        "tail_values": pa.ListArray.from_arrays(pa.array(offsets * n_features),
+                                                pa.array(tail_values.ravel(), pa.float64())),
+    }).replace_schema_metadata({"buckets": str(buckets), "features": str(n_features)})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def decode_bucket_state(blob: bytes, buckets: int, n_features: int):
+    """Inverse of :func:`encode_bucket_state`: (sensor_ids, last_time, tail_codes, tail_times,
+    tail_values). Stops with one sentence if the checkpoint was written with other settings."""
+    import pyarrow as pa
+    table = pa.ipc.open_stream(blob).read_all()
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    if int(meta.get("buckets", buckets)) != buckets:
+        raise ValueError(f"stream.state_buckets is {buckets} but the checkpoint was written with "
+                         f"{meta['buckets']}: set it back, or start from a new stream.checkpoint")
+    if int(meta.get("features", n_features)) != n_features:
+        raise ValueError(f"the model has {n_features} feature(s) but the checkpoint's window state has "
+                         f"{meta['features']}: start from a new stream.checkpoint for this model")
+    times = table.column("tail_times").combine_chunks()
+    offsets = times.offsets.to_numpy()
+    tail_codes = np.repeat(np.arange(table.num_rows), np.diff(offsets))
+    tail_times = times.values.to_numpy()
+    tail_values = table.column("tail_values").combine_chunks().values.to_numpy().reshape(-1, n_features)
+    return (table.column("sensor_id").to_pandas().to_numpy(dtype=object),
+            table.column("last_time").to_numpy().copy(), tail_codes, tail_times, tail_values)
+
+
+class WindowProcessor:
+    """Window state for ``transformWithStateInPandas``, keyed by state bucket.
+
+    Sensors are hashed into ``stream.state_buckets`` buckets; a bucket's state holds the
+    newest W-1 readings and newest accepted event time of each of its sensors. One call per
+    bucket per micro-batch assembles every window of the bucket's sensors at once
+    (``windows.assemble_many``, the batch path's code), so the cost per micro-batch is a few
+    state reads and writes and numpy passes, not a Python call and state round trip per
+    sensor. A failure fails the micro-batch, which Spark re-runs from the checkpoint (state is
+    only committed with the batch).
     """
 
     def __new__(cls, *args, **kwargs):
@@ -98,42 +176,19 @@ class WindowProcessor:
 
     @staticmethod
     def _methods():
-        def _setup(self, length: int, max_gap_ns: int, n_features: int):
-            self.length, self.max_gap_ns, self.n_features = length, max_gap_ns, n_features
+        def _setup(self, length: int, max_gap_ns: int, n_features: int, buckets: int):
+            self.length, self.max_gap_ns, self.n_features, self.buckets = length, max_gap_ns, n_features, buckets
 
         def init(self, handle):
-            from pyspark.sql.types import ArrayType, DoubleType, LongType, StructField, StructType
-            schema = StructType([StructField("times", ArrayType(LongType())),
-                                 StructField("vals", ArrayType(DoubleType())),
-                                 StructField("last_time", LongType())])
-            self.state = handle.getValueState("window", schema)
+            from pyspark.sql.types import BinaryType, StructField, StructType
+            self.state = handle.getValueState("windows", StructType([StructField("tails", BinaryType())]))
 
         def handleInputRows(self, key, rows, timerValues):
             pdf = pd.concat(list(rows), ignore_index=True)
-            if key[0] == REJECT_KEY:  # malformed lines: no state, straight to the reject store
-                yield pd.DataFrame({"sensor_id": pdf["sensor_id"], "event_time": pdf["event_time"],
-                                    "values": pdf["values"], "raw": pdf["raw"], "status": "reject",
-                                    "reject_reason": pdf["reject_reason"], "window": None, "window_times": None})
+            if key[0] == REJECT_BUCKET:  # malformed lines: no state, straight to the reject store
+                yield pdf.assign(status="reject", window=None, window_times=None)[STAGED_COLUMNS]
                 return
-            if self.state.exists():
-                times, vals, last = self.state.get()
-                st = WindowState(np.asarray(times, dtype=np.int64),
-                                 np.asarray(vals, dtype=np.float64).reshape(-1, self.n_features), int(last))
-            else:
-                st = WindowState()
-            t_ns = pdf["event_time"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
-            vals = np.stack(pdf["values"].to_numpy()).astype(np.float64).reshape(len(pdf), self.n_features)
-            res = assemble(t_ns, vals, st, self.length, self.max_gap_ns)
-            self.state.update((res.state.times.tolist(), res.state.values.ravel().tolist(), int(res.state.last_time)))
-            status = np.array([STATUS_NAMES[s] for s in res.status], dtype=object)
-            flat = res.windows.reshape(res.windows.shape[0], self.length * self.n_features)
-            win = [flat[r] if r >= 0 else None for r in res.window_row]
-            wt = [res.window_times[r] if r >= 0 else None for r in res.window_row]
-            reason = np.where(status == "late", "late: older than the newest reading already scored for this sensor",
-                              np.where(status == "duplicate", "duplicate: same sensor and event time as an accepted reading", None))
-            yield pd.DataFrame({"sensor_id": key[0], "event_time": pdf["event_time"], "values": pdf["values"],
-                                "raw": pdf["raw"], "status": status, "reject_reason": reason,
-                                "window": win, "window_times": wt})
+            yield process_bucket(pdf, self.state, self.length, self.max_gap_ns, self.n_features, self.buckets)
 
         def close(self):
             pass
@@ -141,7 +196,53 @@ class WindowProcessor:
         return {"_setup": _setup, "init": init, "handleInputRows": handleInputRows, "close": close}
 
 
-def make_score_udf(bundle_path: str, threads: int):
+STAGED_COLUMNS = ["sensor_id", "event_time", "values", "raw", "status", "reject_reason", "window", "window_times"]
+
+
+def process_bucket(pdf: pd.DataFrame, state, length: int, max_gap_ns: int, n_features: int,
+                   buckets: int) -> pd.DataFrame:
+    """One bucket's new readings + its state -> one staged row per reading; updates ``state``
+    (anything with ``get()``/``update()`` like Spark's ValueState)."""
+    from sentinel.windows import NO_TIME, assemble_many
+    stored = state.get()
+    if stored is not None:
+        ids, last, tail_c, tail_t, tail_v = decode_bucket_state(stored[0], buckets, n_features)
+    else:
+        ids, last = np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
+        tail_c, tail_t, tail_v = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64),
+                                  np.empty((0, n_features)))
+    known = pd.Index(ids)
+    batch_ids = pdf["sensor_id"].to_numpy(dtype=object)
+    codes = known.get_indexer(batch_ids)
+    if (codes < 0).any():  # sensors new to this bucket
+        new_ids = pd.unique(batch_ids[codes < 0])
+        known = known.append(pd.Index(new_ids))
+        last = np.concatenate([last, np.full(len(new_ids), NO_TIME, dtype=np.int64)])
+        codes = known.get_indexer(batch_ids)
+    t_ns = pdf["event_time"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    vals = unpack_rows(pdf["values"].to_numpy(), np.float64, n_features)
+    res = assemble_many(codes, t_ns, vals, tail_c, tail_t, tail_v, last, length, max_gap_ns)
+    state.update((encode_bucket_state(known.to_numpy(dtype=object), res.last_time, res.tail_codes,
+                                      res.tail_times, res.tail_values, buckets),))
+    n = len(pdf)
+    has = res.window_row >= 0
+    win = np.full(n, None, dtype=object)
+    wt = np.full(n, None, dtype=object)
+    if has.any():
+        win[has] = pack_rows(res.windows.reshape(len(res.windows), length * n_features), np.float64)[res.window_row[has]]
+        wt[has] = pack_rows(res.window_times, np.int64)[res.window_row[has]]
+    status = np.array(["window", "warmup", "late", "duplicate"], dtype=object)[res.status]
+    reason = np.full(n, None, dtype=object)
+    reason[res.status == LATE] = LATE_REASON
+    reason[res.status == DUPLICATE] = DUPLICATE_REASON
+    # the raw line goes on only for rejects (late, duplicate): scored readings leave it here
+    raw = np.where(res.status >= LATE, pdf["raw"].to_numpy(dtype=object), None)
+    return pd.DataFrame({"sensor_id": batch_ids, "event_time": pdf["event_time"], "values": pdf["values"],
+                         "raw": raw, "status": status, "reject_reason": reason,
+                         "window": win, "window_times": wt})
+
+
+def make_score_udf(bundle_path: str, threads: int, length: int, n_features: int):
     """The pandas UDF: scores every window of an Arrow batch in one model call.
 
     The bundle is loaded once per Python worker (``load_bundle`` caches it) and reused by
@@ -152,18 +253,19 @@ def make_score_udf(bundle_path: str, threads: int):
     @pandas_udf(SCORE_SCHEMA)
     def score(sensor_id: pd.Series, window: pd.Series, window_times: pd.Series) -> pd.DataFrame:
         from sentinel.model import load_bundle
-        from sentinel.scoring import score_frame
+        from sentinel.scoring import flag, score_windows
 
-        out = pd.DataFrame({"score": np.nan, "threshold": np.nan, "is_anomaly": False}, index=sensor_id.index)
+        n = len(sensor_id)
+        scores, thresholds, flags = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=bool)
         has = window.notna().to_numpy()
         if has.any():
             bundle = load_bundle(bundle_path, threads)
-            scored = score_frame(bundle, pd.DataFrame({"sensor_id": sensor_id[has], "window": window[has],
-                                                       "window_times": window_times[has]}))
-            out.loc[has, "score"] = scored["score"].to_numpy()
-            out.loc[has, "threshold"] = scored["threshold"].to_numpy()
-            out.loc[has, "is_anomaly"] = scored["is_anomaly"].to_numpy()
-        return out
+            w = unpack_rows(window.to_numpy()[has], np.float64, length * n_features).reshape(-1, length, n_features)
+            t = unpack_rows(window_times.to_numpy()[has], np.int64, length)
+            sids = sensor_id.to_numpy()[has]
+            scores[has] = score_windows(bundle, w, t, sids)
+            thresholds[has], flags[has] = flag(bundle, scores[has], sids)
+        return pd.DataFrame({"score": scores, "threshold": thresholds, "is_anomaly": flags})
 
     return score
 
@@ -180,14 +282,17 @@ def build_stream(spark, settings: Settings, bundle_path: str, manifest: dict, so
     # The window state de-duplicates and orders per sensor instead, and rejects what it drops.
     # Malformed lines travel under one reserved key through the same operator (which passes
     # them on untouched), so the source is read and parsed once, with no union.
-    keyed = parsed.withColumn("state_key", F.when(F.col("reject_reason").isNull(), F.col("sensor_id"))
-                              .otherwise(F.lit(REJECT_KEY)))
+    buckets = settings.stream.state_buckets
+    keyed = parsed.withColumn("bucket", F.when(F.col("reject_reason").isNull(),
+                                               F.pmod(F.xxhash64("sensor_id"), F.lit(buckets)))
+                              .otherwise(F.lit(REJECT_BUCKET)))
     length = int(manifest["window"]["length"])
+    n_features = len(manifest["features"])
     max_gap_ns = int(manifest["window"]["max_gap_s"]) * NS_PER_S
-    staged = keyed.groupBy("state_key").transformWithStateInPandas(
-        WindowProcessor(length, max_gap_ns, len(manifest["features"])), STAGED_SCHEMA, "Append", "None")
+    staged = keyed.groupBy("bucket").transformWithStateInPandas(
+        WindowProcessor(length, max_gap_ns, n_features, buckets), STAGED_SCHEMA, "Append", "None")
     # sensor_id, event_time, values, raw, status, reject_reason, window, window_times
-    score = make_score_udf(bundle_path, settings.spark.python_threads)
+    score = make_score_udf(bundle_path, settings.spark.python_threads, length, n_features)
     return staged.withColumn("s", score("sensor_id", "window", "window_times")).select(
         "sensor_id", "event_time", "values", "raw", "status", "reject_reason",
         "s.score", "s.threshold", "s.is_anomaly")
@@ -227,6 +332,7 @@ class BatchWriter:
                                                        for c in cols]))).alias("rows")).collect()[0]
             t_compute = time.time() - t0
             kept = pd.DataFrame([r.asDict() for r in summary["rows"]], columns=cols)
+            kept["values"] = unpack_values(kept["values"], len(self.features))
             kept["event_time"] = pd.to_datetime(kept["event_time"], unit="us", utc=True)
             counts = {"window": (summary["window"], 0), "warmup": (summary["warmup"], 0),
                       "other": (summary["events"] - summary["window"] - summary["warmup"], 0)}
@@ -241,6 +347,7 @@ class BatchWriter:
                 from sentinel.sinks.s3 import score_records
                 scored = batch.filter(F.col("status") == "window").select(
                     "sensor_id", "event_time", "values", "score", "threshold", "is_anomaly").toPandas()
+                scored["values"] = unpack_values(scored["values"], len(self.features))
                 scores = score_records(scored, self.model_version, batch_id, self.features)
                 for sink in score_sinks:
                     sink.write_scores(scores, batch_id)
@@ -258,6 +365,12 @@ class BatchWriter:
                  "(compute %.2fs, sinks %.2fs)", batch_id, n_events, n_windows,
                  counts.get("warmup", (0, 0))[0], len(rejects), len(anomalies), time.time() - t0,
                  t_compute, t_sinks)
+
+
+def unpack_values(packed: pd.Series, n_features: int) -> list:
+    """Packed ``values`` (binary, null for lines that did not parse) -> one vector (or None) each."""
+    return [np.frombuffer(bytes(v), dtype=np.float64, count=n_features)
+            if isinstance(v, (bytes, bytearray, memoryview)) else None for v in packed]
 
 
 def anomaly_records(df: pd.DataFrame, model_version: str, batch_id: int, features: list[str]) -> pd.DataFrame:

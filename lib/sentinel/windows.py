@@ -62,56 +62,118 @@ def assemble(times: np.ndarray, values: np.ndarray, state: WindowState | None,
         state: the sensor's state from the previous call. If not given, the series starts here.
         length: window length W.
         max_gap_ns: a gap longer than this between consecutive readings restarts the window.
+
+    The single-sensor case of :func:`assemble_many` (same code).
     """
     times = np.asarray(times, dtype=np.int64)
     values = np.asarray(values, dtype=np.float64).reshape(times.size, -1)
-    n, n_features = values.shape
     state = state or WindowState()
+    tail_v = state.values.reshape(state.times.size, values.shape[1]) if state.times.size else \
+        np.empty((0, values.shape[1]))
+    res = assemble_many(np.zeros(times.size, dtype=np.int64), times, values,
+                        np.zeros(state.times.size, dtype=np.int64), state.times, tail_v,
+                        np.array([state.last_time], dtype=np.int64), length, max_gap_ns)
+    return Assembled(res.status, res.window_row, res.windows, res.window_times,
+                     WindowState(res.tail_times, res.tail_values, int(res.last_time[0])))
+
+
+@dataclass
+class AssembledMany:
+    """Result of :func:`assemble_many` for many sensors (codes ``0..S-1``).
+
+    Like :class:`Assembled`; windows are ordered by (sensor code, event time), and the new
+    state is the tails (rows sorted by sensor code, then time) plus ``last_time`` per code.
+    """
+
+    status: np.ndarray        # (n,) int8, input order
+    window_row: np.ndarray    # (n,) int64, -1 = no window
+    windows: np.ndarray       # (m, length, n_features) float64
+    window_times: np.ndarray  # (m, length) int64 ns
+    tail_codes: np.ndarray    # (k,) int64
+    tail_times: np.ndarray    # (k,) int64
+    tail_values: np.ndarray   # (k, n_features) float64
+    last_time: np.ndarray     # (S,) int64 newest accepted reading per code (NO_TIME if none)
+
+
+NO_TIME = np.iinfo(np.int64).min
+
+
+def assemble_many(codes: np.ndarray, times: np.ndarray, values: np.ndarray,
+                  tail_codes: np.ndarray, tail_times: np.ndarray, tail_values: np.ndarray,
+                  last_time: np.ndarray, length: int, max_gap_ns: int) -> AssembledMany:
+    """Cut windows for new readings of many sensors at once, continuing from their tails.
+
+    Args:
+        codes: (n,) sensor code of each new reading, in ``0..S-1``.
+        times, values: (n,) int64 ns event times (any order) and (n, F) readings.
+        tail_codes, tail_times, tail_values: the carried state, each sensor's newest readings
+            (at most W-1, all in its current gap-free run), sorted by code then time.
+        last_time: (S,) newest accepted reading per code, ``NO_TIME`` for a new sensor.
+        length, max_gap_ns: window length W and the gap that restarts a window.
+
+    Vectorised over sensors: one sort, no Python loop, so a micro-batch of thousands of
+    sensors costs a few numpy passes.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    times = np.asarray(times, dtype=np.int64)
+    n = times.size
+    values = np.asarray(values, dtype=np.float64).reshape(n, -1)
+    n_features = values.shape[1]
+    last_time = np.asarray(last_time, dtype=np.int64)
     status = np.full(n, WARMUP, dtype=np.int8)
     window_row = np.full(n, -1, dtype=np.int64)
 
-    order = np.argsort(times, kind="stable")
-    t_sorted = times[order]
-    # Late: before the newest accepted reading; duplicate: same time as an accepted one.
-    late = t_sorted < state.last_time
-    dup = t_sorted == state.last_time
-    dup[1:] |= (t_sorted[1:] == t_sorted[:-1]) & ~late[1:]
+    # Late: older than the sensor's newest accepted reading; duplicate: same time as one.
+    order = np.lexsort((times, codes))
+    c_s, t_s = codes[order], times[order]
+    prev = last_time[c_s] if n else np.empty(0, dtype=np.int64)
+    late = t_s < prev
+    dup = t_s == prev
+    dup[1:] |= (t_s[1:] == t_s[:-1]) & (c_s[1:] == c_s[:-1]) & ~late[1:]
     status[order[late]] = LATE
     status[order[dup & ~late]] = DUPLICATE
     keep = order[~late & ~dup]
 
-    buf_t = state.times if state.values.size else np.empty(0, dtype=np.int64)
-    buf_v = state.values if state.values.size else np.empty((0, n_features))
-    all_t = np.concatenate([buf_t, times[keep]])
-    all_v = np.concatenate([buf_v.reshape(-1, n_features), values[keep]])
-    n_buf = buf_t.size
+    # Tails and kept readings, merged in (code, time) order: kept readings are newer than
+    # everything in their sensor's tail.
+    all_c = np.concatenate([np.asarray(tail_codes, dtype=np.int64), codes[keep]])
+    all_t = np.concatenate([np.asarray(tail_times, dtype=np.int64), times[keep]])
+    all_v = np.concatenate([np.asarray(tail_values, dtype=np.float64).reshape(-1, n_features), values[keep]])
+    src = np.concatenate([np.full(len(tail_codes), -1, dtype=np.int64), keep])
+    merge = np.lexsort((all_t, all_c))
+    all_c, all_t, all_v, src = all_c[merge], all_t[merge], all_v[merge], src[merge]
+    k = all_t.size
+    idx = np.arange(k)
 
-    # Position of each reading inside its gap-free run: a window exists where it reaches W-1.
-    breaks = np.zeros(all_t.size, dtype=bool)
-    if all_t.size:
-        breaks[0] = True
-        breaks[1:] = np.diff(all_t) > max_gap_ns
-    run_start = np.maximum.accumulate(np.where(breaks, np.arange(all_t.size), 0))
-    pos_in_run = np.arange(all_t.size) - run_start
-    has_window = pos_in_run[n_buf:] >= length - 1
+    # Position of each reading inside its sensor's gap-free run: a window where it reaches W-1.
+    breaks = np.ones(k, dtype=bool)
+    if k:
+        breaks[1:] = (all_c[1:] != all_c[:-1]) | (np.diff(all_t) > max_gap_ns)
+    run_start = np.maximum.accumulate(np.where(breaks, idx, 0)) if k else idx
+    pos_in_run = idx - run_start
+    has_window = (src >= 0) & (pos_in_run >= length - 1)
 
-    ends = np.nonzero(has_window)[0] + n_buf
+    ends = np.nonzero(has_window)[0]
     if ends.size:
-        idx = ends[:, None] - np.arange(length - 1, -1, -1)[None, :]
-        windows = all_v[idx]
-        window_times = all_t[idx]
+        win_idx = ends[:, None] - np.arange(length - 1, -1, -1)[None, :]
+        windows, window_times = all_v[win_idx], all_t[win_idx]
     else:
         windows = np.empty((0, length, n_features))
         window_times = np.empty((0, length), dtype=np.int64)
-    status[keep[has_window]] = WINDOW
-    window_row[keep[has_window]] = np.arange(ends.size)
+    status[src[ends]] = WINDOW
+    window_row[src[ends]] = np.arange(ends.size)
 
-    if all_t.size:
-        tail_start = max(run_start[-1], all_t.size - (length - 1))
-        new_state = WindowState(all_t[tail_start:].copy(), all_v[tail_start:].copy(), int(all_t[-1]))
-    else:
-        new_state = state
-    return Assembled(status, window_row, windows, window_times, new_state)
+    # New tails: each sensor's newest W-1 readings of its last run.
+    group_last = np.ones(k, dtype=bool)
+    if k:
+        group_last[:-1] = all_c[1:] != all_c[:-1]
+    last_idx = np.nonzero(group_last)[0]
+    row_group_last = np.repeat(last_idx, np.diff(np.concatenate([[0], last_idx + 1]))) if k else idx
+    in_tail = (idx >= run_start[row_group_last]) & (idx > row_group_last - (length - 1))
+    new_last = last_time.copy()
+    new_last[all_c[last_idx]] = all_t[last_idx]
+    return AssembledMany(status, window_row, windows, window_times,
+                         all_c[in_tail], all_t[in_tail], all_v[in_tail], new_last)
 
 
 def sensor_windows(times: np.ndarray, values: np.ndarray, length: int, max_gap_ns: int,

@@ -2,6 +2,7 @@
 import sqlite3
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -17,15 +18,20 @@ def _counts(path):
                 con.execute("SELECT count(*) FROM rejects").fetchone()[0])
 
 
+def _packed(*values: float) -> bytes:
+    """Readings as the stream carries them: packed float64."""
+    return np.array(values, dtype=np.float64).tobytes()
+
+
 def test_replayed_batch_is_a_no_op(spark, tmp_path):
     sink = SqliteSink(tmp_path / "a.db")
     sink.setup()
-    rows = [("PT-1", datetime(2026, 1, 1, 0, 0), [30.0], "l1", "window", None, 5.0, 1.0, True),
-            ("PT-1", datetime(2026, 1, 1, 0, 5), [31.0], "l2", "window", None, 0.5, 1.0, False),
-            ("PT-2", datetime(2026, 1, 1, 0, 0), [20.0], "l3", "window", None, 3.0, 1.0, True),
+    rows = [("PT-1", datetime(2026, 1, 1, 0, 0), _packed(30.0), "l1", "window", None, 5.0, 1.0, True),
+            ("PT-1", datetime(2026, 1, 1, 0, 5), _packed(31.0), "l2", "window", None, 0.5, 1.0, False),
+            ("PT-2", datetime(2026, 1, 1, 0, 0), _packed(20.0), "l3", "window", None, 3.0, 1.0, True),
             (None, None, None, "junk", "reject", "not_json: x", None, None, None),
             (None, None, None, "junk", "reject", "not_json: x", None, None, None)]
-    schema = ("sensor_id string, event_time timestamp, `values` array<double>, raw string, status string, "
+    schema = ("sensor_id string, event_time timestamp, `values` binary, raw string, status string, "
               "reject_reason string, score double, threshold double, is_anomaly boolean")
     batch = spark.createDataFrame(rows, schema)
     writer = BatchWriter([sink], "v1", ["pressure"])

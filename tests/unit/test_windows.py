@@ -101,3 +101,50 @@ def test_constant_sensor_does_not_divide_by_zero():
     sc = Scaler.fit(["p"], np.array(["a", "a"]), np.array([[5.], [5.]]))
     out = sc.transform(np.array([[[5.], [6.]]]), np.array(["a"]))
     assert np.isfinite(out).all()
+
+
+def test_assemble_many_equals_one_sensor_at_a_time_across_batches():
+    """Many sensors interleaved, shuffled, with gaps, duplicates and late readings, fed in
+    four batches: the vectorised path gives every sensor the windows and fates that
+    `assemble` gives it alone."""
+    from sentinel.windows import NO_TIME, assemble_many
+    rng = np.random.default_rng(3)
+    n_sensors, length, gap = 5, 4, 600 * S
+    rows = []
+    for s in range(n_sensors):
+        t = np.cumsum(rng.choice([60, 60, 60, 900], size=40)) * S  # some gaps longer than max_gap
+        rows += [(s, ti, float(s * 100 + i)) for i, ti in enumerate(t)]
+    rows += [rows[7], rows[50]]  # duplicates
+    data = np.array(rows, dtype=object)[rng.permutation(len(rows))]
+    batches = np.array_split(np.arange(len(data)), 4)
+    data = np.concatenate([data, np.array([rows[3]], dtype=object)])  # a late reading at the very end
+    batches[-1] = np.append(batches[-1], len(data) - 1)
+
+    single = {s: WindowState() for s in range(n_sensors)}
+    tail_c, tail_t, tail_v = np.empty(0, int), np.empty(0, int), np.empty((0, 1))
+    last = np.full(n_sensors, NO_TIME)
+    for b in batches:
+        codes = data[b, 0].astype(int)
+        t = data[b, 1].astype(np.int64)
+        v = data[b, 2].astype(float).reshape(-1, 1)
+        many = assemble_many(codes, t, v, tail_c, tail_t, tail_v, last, length, gap)
+        tail_c, tail_t, tail_v, last = many.tail_codes, many.tail_times, many.tail_values, many.last_time
+        for s in range(n_sensors):
+            mine = np.nonzero(codes == s)[0]
+            one = assemble(t[mine], v[mine], single[s], length, gap)
+            single[s] = one.state
+            assert many.status[mine].tolist() == one.status.tolist()
+            has = one.window_row >= 0
+            np.testing.assert_array_equal(many.windows[many.window_row[mine][has]], one.windows[one.window_row[has]])
+            np.testing.assert_array_equal(many.window_times[many.window_row[mine][has]],
+                                          one.window_times[one.window_row[has]])
+            assert tail_t[tail_c == s].tolist() == one.state.times.tolist()
+            assert last[s] == one.state.last_time
+    assert (many.status == LATE).sum() >= 1
+
+
+def test_point_model_keeps_no_tail_but_remembers_the_newest_time():
+    res = assemble(ts(0, 60), np.array([[1.], [2.]]), None, 1, 600 * S)
+    assert res.status.tolist() == [WINDOW, WINDOW] and res.state.times.size == 0
+    again = assemble(ts(60, 30), np.array([[2.], [3.]]), res.state, 1, 600 * S)
+    assert again.status.tolist() == [DUPLICATE, LATE]

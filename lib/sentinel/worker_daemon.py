@@ -1,0 +1,25 @@
+"""PySpark's Python worker daemon, with TensorFlow imported before it forks workers.
+
+Spark starts one daemon per executor, which forks a Python worker per task slot. Importing
+TensorFlow takes 7 s on an idle core here, and each new worker paid it again inside its
+first scoring batch (a minute on a loaded 2-core machine: the first micro-batch's alarms came
+that late). Forked from this daemon, a worker starts with TensorFlow and Keras already
+imported (copy-on-write) and loads a bundle in about a second.
+
+Only the import happens here: TensorFlow's runtime and thread pools start in each worker at
+its first model call, so forking stays safe. Enabled by ``spark.preload_tensorflow`` (sets
+``spark.python.daemon.module``); it needs the ``sentinel`` package installed in the workers'
+Python (the project's venv or the Docker image).
+"""
+import os
+import sys
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    try:
+        import keras  # noqa: F401  (imports TensorFlow)
+    except Exception as exc:  # scoring will report it; the daemon must still serve workers
+        print(f"sentinel.worker_daemon: TensorFlow preload failed: {exc}", file=sys.stderr)
+    from pyspark import daemon
+    daemon.manager()
