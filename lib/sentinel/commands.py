@@ -217,52 +217,67 @@ def add_score_args(p):
     _add_column_args(p)
 
 
-def score_table(bundle, frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
-    """One row per input row: sensor_id, timestamp, features, score, threshold, is_anomaly.
+def table_windows(frame: pd.DataFrame, settings: Settings, features: list[str], length: int,
+                  max_gap_s: int) -> tuple[pd.DataFrame, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """An input table's windows, as the streaming job cuts them (``windows.assemble``).
 
-    Windows come from ``windows.assemble`` and scores from ``scoring.score_windows``, exactly
-    as in the streaming UDF; rows without a full window get no score and is_anomaly 0. With
-    ``threshold.persistence_n`` > 1, is_anomaly is the alarm of ``scoring.persist_groups``: at
-    least m of the sensor's last n scored windows (event-time order) over the threshold.
+    Returns the output frame's base columns (sensor_id, timestamp, features; one row per input
+    row) and ``(windows, window_times, sensor_ids, rows)``: every window with the input row it
+    scores, sorted by sensor and then event time. Rows with a bad time or value, and the first
+    W-1 readings of a sensor (or after a gap), have no window.
     """
-    from sentinel import scoring
     from sentinel.windows import NS_PER_S, WINDOW, assemble
     d = settings.data
-    feats = bundle.features
-    missing = [c for c in [d.time_field] + feats if c not in frame]
+    missing = [c for c in [d.time_field] + features if c not in frame]
     if missing:
         raise ConfigError(f"input lacks column(s) {', '.join(missing)}: pass --time-col/--features to match it")
     sensors = frame[d.sensor_field].astype(str) if d.sensor_field in frame else pd.Series("sensor", index=frame.index)
     times = _to_utc(frame[d.time_field])
-    values = frame[feats].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    values = frame[features].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     ok = times.notna().to_numpy() & np.isfinite(values).all(axis=1)
     n = len(frame)
     win_list, time_list, sid_list, row_list = [], [], [], []
     t_ns = times.astype("int64").to_numpy()
-    max_gap = int(bundle.manifest["window"]["max_gap_s"]) * NS_PER_S
     for sid, idx in pd.Series(np.arange(n))[ok].groupby(sensors[ok].to_numpy()):
         rows = idx.to_numpy()
-        res = assemble(t_ns[rows], values[rows], None, bundle.length, max_gap)
+        res = assemble(t_ns[rows], values[rows], None, length, max_gap_s * NS_PER_S)
         has = np.nonzero(res.status == WINDOW)[0]
         has = has[np.argsort(res.window_row[has])]  # event-time order (persistence needs it)
         win_list.append(res.windows[res.window_row[has]])
         time_list.append(res.window_times[res.window_row[has]])
         sid_list.append(np.full(has.size, sid, dtype=object))
         row_list.append(rows[has])
+    base = pd.DataFrame({"sensor_id": sensors.to_numpy(), "timestamp": times.dt.strftime("%Y-%m-%dT%H:%M:%SZ")})
+    for i, f in enumerate(features):
+        base[f] = values[:, i]
+    if not row_list:
+        return base, (np.empty((0, length, len(features))), np.empty((0, length), np.int64),
+                      np.empty(0, dtype=object), np.empty(0, dtype=np.int64))
+    return base, tuple(np.concatenate(x) for x in (win_list, time_list, sid_list, row_list))
+
+
+def score_table(bundle, frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+    """One row per input row: sensor_id, timestamp, features, score, threshold, is_anomaly.
+
+    Windows come from ``table_windows`` (``windows.assemble``), scores and flags from
+    ``scoring.score_windows`` and ``scoring.flag``, exactly as in the streaming UDF; rows without a full window get no score and is_anomaly 0. With
+    ``threshold.persistence_n`` > 1, is_anomaly is the alarm of ``scoring.persist_groups``: at
+    least m of the sensor's last n scored windows (event-time order) flagged.
+    """
+    from sentinel import scoring
+    out, (w, wt, sids, rows) = table_windows(frame, settings, bundle.features, bundle.length,
+                                             int(bundle.manifest["window"]["max_gap_s"]))
+    n = len(frame)
     score = np.full(n, np.nan)
     threshold = np.full(n, np.nan)
     flags = np.zeros(n, dtype=np.int8)
-    if row_list and sum(len(r) for r in row_list):
-        w, wt, sids, rows = (np.concatenate(x) for x in (win_list, time_list, sid_list, row_list))
+    if len(rows):
         sc = scoring.score_windows(bundle, w, wt, sids)
         th, fl = scoring.flag(bundle, sc, sids)
         p = settings.threshold
         if p.persistence_n > 1:
             fl, _ = scoring.persist_groups(fl, sids, p.persistence_m, p.persistence_n)
         score[rows], threshold[rows], flags[rows] = sc, th, fl
-    out = pd.DataFrame({"sensor_id": sensors.to_numpy(), "timestamp": times.dt.strftime("%Y-%m-%dT%H:%M:%SZ")})
-    for i, f in enumerate(feats):
-        out[f] = values[:, i]
     out["score"], out["threshold"], out["is_anomaly"] = score, threshold, flags
     return out
 

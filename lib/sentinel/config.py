@@ -72,6 +72,8 @@ class ThresholdSettings:
     reduce: str = "mean"
     persistence_m: int = 1
     persistence_n: int = 1
+    recent_steps: int = 0
+    recent_ratio: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -348,6 +350,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError("setting 'data.valid_min' must be below 'data.valid_max'")
     if not 1 <= s.threshold.persistence_m <= s.threshold.persistence_n:
         raise ConfigError("settings 'threshold.persistence_m' and '_n' need 1 <= m <= n")
+    if s.threshold.recent_steps < 0:
+        raise ConfigError("setting 'threshold.recent_steps' must not be negative (0 turns the rule off)")
+    if s.threshold.recent_ratio < 0:
+        raise ConfigError("setting 'threshold.recent_ratio' must not be negative")
     if "@" in s.sinks.postgres.dsn and ":" in s.sinks.postgres.dsn.split("@")[0].split("//")[-1]:
         raise ConfigError("setting 'sinks.postgres.dsn' contains a password: remove it and set "
                           "PGPASSWORD (or ~/.pgpass) instead")

@@ -3,8 +3,9 @@
 Contract: ``score_windows(bundle, windows, window_times, sensor_ids)`` returns one float per
 window (higher means more anomalous): the per-step squared reconstruction errors of the scaled
 window reduced by the bundle's ``score.reduce`` (mean, last, max, or the Mahalanobis distance of
-the error vector, see :mod:`sentinel.error_model`); a reading's window is flagged when its score
-exceeds its sensor's threshold. Optional alarm persistence (:func:`persist`) turns a sensor's
+the error vector, see :mod:`sentinel.error_model`), capped at the threshold where the window's
+error has left its newest steps (:func:`scores_from_errors`, the recent rule); a reading's
+window is flagged when its score exceeds its sensor's threshold. Optional alarm persistence (:func:`persist`) turns a sensor's
 flags into alarms when at least m of its last n windows were flagged.
 
 Used unchanged by training (calibration), ``sentinel score``/``evaluate`` and the streaming
@@ -99,11 +100,48 @@ def reduction(bundle: Bundle) -> str:
     return bundle.manifest.get("score", {}).get("reduce", "mean")
 
 
+def recent_rule(bundle: Bundle) -> tuple[int, float]:
+    """The bundle's ``(recent_steps, recent_ratio)``; (0, 0) = off (and for older bundles)."""
+    sp = bundle.manifest.get("score", {})
+    return int(sp.get("recent_steps", 0)), float(sp.get("recent_ratio", 0.0))
+
+
+def recent_mask(errors: np.ndarray, steps: int, ratio: float) -> np.ndarray:
+    """(m, W) step errors -> (m,) True where the window's error is still *current*: the mean
+    error of its newest ``steps`` steps is at least ``ratio`` times the window's mean error.
+
+    ``steps`` = 0: all True (rule off); ``steps`` >= W compares the window with itself (True
+    for ratio <= 1).
+    """
+    m = errors.shape[0]
+    if steps <= 0 or m == 0:
+        return np.ones(m, dtype=bool)
+    return errors[:, -steps:].mean(axis=1) >= ratio * errors.mean(axis=1)
+
+
+def scores_from_errors(bundle: Bundle, errors: np.ndarray, sensor_ids: np.ndarray) -> np.ndarray:
+    """(m, W) step errors -> (m,) scores: the bundle's reduction, then its recent rule.
+
+    Recent rule (``score.recent_steps`` > 0): a window keeps an anomaly in view for W-1
+    readings after it ended, and those windows still score high although their newest
+    readings are normal again; their error sits in the older steps. A window that is not
+    :func:`recent_mask`-current scores at most its sensor's threshold, so it does not alarm:
+    alarms clear when the readings are back to normal. Needs the calibrated threshold (no cap
+    while calibrating).
+    """
+    scores = reduce_errors(errors, reduction(bundle), bundle.error_model).astype(np.float64)
+    steps, ratio = recent_rule(bundle)
+    if steps and bundle.threshold is not None and scores.size:
+        stale = ~recent_mask(errors, steps, ratio)
+        if stale.any():
+            scores[stale] = np.minimum(scores[stale], bundle.threshold.for_sensors(np.asarray(sensor_ids)[stale]))
+    return scores
+
+
 def score_windows(bundle: Bundle, windows: np.ndarray, window_times: np.ndarray,
                   sensor_ids: np.ndarray) -> np.ndarray:
     """(m, W, F) raw windows of the given sensors -> (m,) anomaly scores."""
-    errors = step_errors(bundle, windows, window_times, sensor_ids)
-    return reduce_errors(errors, reduction(bundle), bundle.error_model).astype(np.float64)
+    return scores_from_errors(bundle, step_errors(bundle, windows, window_times, sensor_ids), sensor_ids)
 
 
 def flag(bundle: Bundle, scores: np.ndarray, sensor_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

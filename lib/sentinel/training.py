@@ -68,11 +68,78 @@ def build_windows(frame: pd.DataFrame, features: list[str], length: int, max_gap
                        ("windows", "times", "sensors", "labelled")))
 
 
+@dataclass
+class Split:
+    windows: WindowSet
+    train_idx: np.ndarray     # normal windows before the cut, every stride-th (before subsampling)
+    val_idx: np.ndarray       # normal windows after the cut
+    cut: pd.Timestamp
+
+
+def split_windows(frame: pd.DataFrame, settings: Settings, label_col: str | None = None) -> Split:
+    """All windows of the history and the time split into training and validation windows.
+
+    The last ``model.validation_fraction`` of the time span validates; windows that straddle
+    the cut are dropped so no reading is in both sets; windows holding a labelled anomaly are
+    in neither.
+    """
+    w, ms = settings.window, settings.model
+    t = frame["event_time"]
+    cut = t.min() + (t.max() - t.min()) * (1 - ms.validation_fraction)
+    cut_ns = pd.Timestamp(cut).value
+    ws = build_windows(frame, list(settings.data.features), w.length, w.max_gap_s, 1, label_col)
+    start_ns, end_ns = ws.times[:, 0], ws.times[:, -1]
+    normal = ~ws.labelled
+    train_idx = np.nonzero(normal & (end_ns < cut_ns))[0][:: w.stride]
+    val_idx = np.nonzero(normal & (start_ns >= cut_ns))[0]
+    return Split(ws, train_idx, val_idx, cut)
+
+
 def split_validation(start_ns: np.ndarray, end_ns: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Split validation windows by time at the middle of their span: (older half, newer half,
     cut in ns). Windows straddling the cut are in neither, so no reading is in both halves."""
     mid = int(start_ns.min() + (end_ns.max() - start_ns.min()) // 2)
     return idx[end_ns < mid], idx[start_ns >= mid], mid
+
+
+def score_params(settings: Settings) -> dict:
+    """How the bundle turns step errors into scores (``manifest["score"]``)."""
+    th = settings.threshold
+    return {"reduce": th.reduce, "recent_steps": th.recent_steps, "recent_ratio": th.recent_ratio}
+
+
+def calibrate_bundle(bundle: Bundle, val_errors: np.ndarray, val_sensors: np.ndarray, val_times: np.ndarray,
+                     settings: Settings) -> dict:
+    """Fit the error model (Mahalanobis) and the threshold from validation windows' step errors.
+
+    Sets ``bundle.error_model``, ``bundle.threshold`` and ``bundle.manifest["score"]``; scores
+    come from ``scoring.reduce_errors``, the function every scoring path uses. Returns the
+    calibration windows' ``scores`` and ``sensors``. Also used by benchmarks/quality.py to
+    compare scoring variants on one trained network.
+    """
+    th = settings.threshold
+    bundle.manifest["score"] = score_params(settings)
+    bundle.error_model = None
+    cal = np.arange(len(val_errors))
+    if th.reduce == "mahalanobis":
+        # The error model is fitted on the older half of the validation span and the threshold
+        # calibrated on the newer half (windows straddling the cut dropped): calibrating on the
+        # windows the covariance was fitted on would under-estimate their distances.
+        fit, cal, mid_ns = split_validation(val_times[:, 0], val_times[:, -1], cal)
+        if len(fit) < MIN_VALIDATION_WINDOWS or len(cal) < MIN_VALIDATION_WINDOWS:
+            raise TrainingDataError(
+                f"too little validation history for the Mahalanobis error model: {len(fit)} fitting and "
+                f"{len(cal)} calibration windows (need at least {MIN_VALIDATION_WINDOWS} each); give more "
+                f"days of data, a larger model.validation_fraction, or threshold.reduce = \"mean\"")
+        bundle.error_model = fit_error_model(val_errors[fit])
+        bundle.manifest["score"]["error_model"] = bundle.error_model.params | {
+            "fit_windows": int(len(fit)), "calibration_windows": int(len(cal)),
+            "split_time": str(pd.Timestamp(mid_ns, tz="UTC"))}
+        log.info("Mahalanobis error model fitted on %d validation windows (Ledoit-Wolf shrinkage %.3f); "
+                 "threshold calibrated on the next %d", len(fit), bundle.error_model.params["shrinkage"], len(cal))
+    scores = scoring.reduce_errors(val_errors[cal], th.reduce, bundle.error_model).astype(np.float64)
+    bundle.threshold = calibrate(scores, val_sensors[cal], th.method, th.k, th.quantile, th.margin)
+    return {"scores": scores, "sensors": val_sensors[cal]}
 
 
 def fit_bundle(frame: pd.DataFrame, settings: Settings, out_dir: str | Path | None = None,
@@ -87,18 +154,10 @@ def fit_bundle(frame: pd.DataFrame, settings: Settings, out_dir: str | Path | No
     else:
         label_col, n_labelled = None, 0
 
-    # Time split: the last validation_fraction of the time span validates; windows that
-    # straddle the cut are dropped so no reading is in both sets.
-    t = frame["event_time"]
-    cut = t.min() + (t.max() - t.min()) * (1 - ms.validation_fraction)
+    split = split_windows(frame, settings, label_col)
+    ws, train_idx, val_idx, cut = split.windows, split.train_idx, split.val_idx, split.cut
     cut_ns = pd.Timestamp(cut).value
-    ws = build_windows(frame, feats, w.length, w.max_gap_s, 1, label_col)
-    start_ns, end_ns = ws.times[:, 0], ws.times[:, -1]
-    normal = ~ws.labelled
-    train_mask = normal & (end_ns < cut_ns)
-    val_mask = normal & (start_ns >= cut_ns)
-    train_idx = np.nonzero(train_mask)[0][:: w.stride]
-    val_idx = np.nonzero(val_mask)[0]
+    start_ns = ws.times[:, 0]
     log.info("windows: %d total, %d contain labelled anomalies (excluded), %d train (stride %d), "
              "%d validation", len(ws.windows), int(ws.labelled.sum()), len(train_idx), w.stride, len(val_idx))
     if len(train_idx) < MIN_TRAIN_WINDOWS or len(val_idx) < MIN_VALIDATION_WINDOWS:
@@ -127,13 +186,14 @@ def fit_bundle(frame: pd.DataFrame, settings: Settings, out_dir: str | Path | No
                    "max_gap_s": w.max_gap_s, "calendar": w.calendar},
         "architecture": {"cell": ms.cell, "units": ms.units, "layers": ms.layers, "latent": ms.latent,
                          "parameters": int(model.count_params())},
-        "score": {"reduce": settings.threshold.reduce},
+        "score": score_params(settings),
         "training": {"epochs_max": ms.epochs, "batch_size": ms.batch_size, "patience": ms.patience,
                      "learning_rate": ms.learning_rate, "seed": ms.seed,
                      "validation_fraction": ms.validation_fraction, "split_time": str(cut)},
         "data": {"fingerprint": fingerprint(frame[["sensor_id", "event_time"] + feats]),
                  "rows": int(len(frame)), "sensors": int(frame["sensor_id"].nunique()),
-                 "start": str(t.min()), "end": str(t.max()), "labelled_rows": n_labelled,
+                 "start": str(frame["event_time"].min()), "end": str(frame["event_time"].max()),
+                 "labelled_rows": n_labelled,
                  "cleaning": cleaning or {}},
         "libraries": library_versions(),
         "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
@@ -152,36 +212,15 @@ def fit_bundle(frame: pd.DataFrame, settings: Settings, out_dir: str | Path | No
                      epochs=ms.epochs, batch_size=ms.batch_size, shuffle=True, callbacks=[stop],
                      verbose=2)
 
-    th = settings.threshold
-    cal_idx = val_idx
-    if th.reduce == "mahalanobis":
-        # The error model is fitted on the older half of the validation span and the threshold
-        # calibrated on the newer half (windows straddling the cut dropped): calibrating on the
-        # windows the covariance was fitted on would under-estimate their distances.
-        fit_idx, cal_idx, mid_ns = split_validation(start_ns[val_idx], end_ns[val_idx], val_idx)
-        if len(fit_idx) < MIN_VALIDATION_WINDOWS or len(cal_idx) < MIN_VALIDATION_WINDOWS:
-            raise TrainingDataError(
-                f"too little validation history for the Mahalanobis error model: {len(fit_idx)} fitting and "
-                f"{len(cal_idx)} calibration windows (need at least {MIN_VALIDATION_WINDOWS} each); give more "
-                f"days of data, a larger model.validation_fraction, or threshold.reduce = \"mean\"")
-        errors = scoring.step_errors(bundle, ws.windows[fit_idx], ws.times[fit_idx], ws.sensors[fit_idx])
-        bundle.error_model = fit_error_model(errors)
-        manifest["score"]["error_model"] = bundle.error_model.params | {
-            "fit_windows": int(len(fit_idx)), "calibration_windows": int(len(cal_idx)),
-            "split_time": str(pd.Timestamp(mid_ns, tz="UTC"))}
-        log.info("Mahalanobis error model fitted on %d validation windows (Ledoit-Wolf shrinkage %.3f); "
-                 "threshold calibrated on the next %d", len(fit_idx), bundle.error_model.params["shrinkage"],
-                 len(cal_idx))
-
-    # Calibrate on validation windows with the production scoring path.
-    val_scores = scoring.score_windows(bundle, ws.windows[cal_idx], ws.times[cal_idx], ws.sensors[cal_idx])
-    threshold = calibrate(val_scores, ws.sensors[cal_idx], th.method, th.k, th.quantile, th.margin)
-    bundle.threshold = threshold
+    # Calibrate on validation windows with the production scoring functions (one forward pass).
+    val_errors = scoring.step_errors(bundle, ws.windows[val_idx], ws.times[val_idx], ws.sensors[val_idx])
+    cal = calibrate_bundle(bundle, val_errors, ws.sensors[val_idx], ws.times[val_idx], settings)
+    threshold, val_scores = bundle.threshold, cal["scores"]
     manifest["validation"] = {
-        "windows": int(len(cal_idx)), "score_mean": float(val_scores.mean()),
+        "windows": int(len(val_scores)), "score_mean": float(val_scores.mean()),
         "score_p50": float(np.quantile(val_scores, 0.5)), "score_p99": float(np.quantile(val_scores, 0.99)),
         "score_max": float(val_scores.max()), "threshold": threshold.value,
-        "false_alarm_rate": float((val_scores > threshold.for_sensors(ws.sensors[cal_idx])).mean()),
+        "false_alarm_rate": float((val_scores > threshold.for_sensors(cal["sensors"])).mean()),
         "best_val_loss": float(min(hist.history["val_loss"])), "epochs_run": len(hist.history["loss"]),
     }
     if label_col:

@@ -54,7 +54,7 @@ def test_too_little_history_stops_with_a_sentence(tiny_settings, tiny_network, t
 
 
 def test_mahalanobis_bundle_fits_error_model_on_older_half_and_scores(tiny_settings, tiny_network, tmp_path):
-    settings = tiny_settings.replace(**{"threshold.reduce": "mahalanobis"})
+    settings = tiny_settings.replace(**{"threshold.reduce": "mahalanobis", "threshold.recent_steps": 0})
     frame = tiny_network.readings.rename(columns={"timestamp": "event_time"})
     path, _ = fit_bundle(frame, settings, tmp_path / "maha", label_col="is_anomaly")
     assert (path / "error_model.json").is_file()

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from sentinel.error_model import ErrorModel, fit_error_model
-from sentinel.scoring import persist, persist_groups, reduce_errors
+from sentinel.scoring import (flag, persist, persist_groups, recent_mask, recent_rule, reduce_errors, reduction,
+                              scores_from_errors)
 from sentinel.training import split_validation
 
 E = np.array([[3.0, 4.0, 0.0],
@@ -66,6 +67,45 @@ def test_split_validation_by_time_drops_straddling_windows():
     older, newer, cut = split_validation(starts, ends, np.arange(6))
     assert cut == 32
     assert older.tolist() == [0, 1] and newer.tolist() == [4, 5]   # 2 and 3 straddle the cut
+
+
+def test_recent_mask_by_hand():
+    errors = np.array([[9.0, 9.0, 0.0, 0.0],    # mean 4.5, newest 2 steps 0: the anomaly has left
+                       [0.0, 0.0, 9.0, 9.0],    # newest 2 carry it: current
+                       [4.0, 4.0, 1.0, 1.0]])   # newest 2: 1.0 vs 0.4 * 2.5 = 1.0 -> still current
+    assert recent_mask(errors, 2, 0.4).tolist() == [False, True, True]
+    assert recent_mask(errors, 1, 0.5).tolist() == [False, True, False]
+    assert recent_mask(errors, 0, 0.4).tolist() == [True, True, True]    # rule off
+
+
+def _bundle(recent_steps=0, recent_ratio=0.0, threshold=None, reduce="mean"):
+    from types import SimpleNamespace
+    return SimpleNamespace(manifest={"score": {"reduce": reduce, "recent_steps": recent_steps,
+                                               "recent_ratio": recent_ratio}},
+                           error_model=None, threshold=threshold)
+
+
+def test_recent_rule_caps_stale_windows_at_their_threshold_so_they_do_not_alarm():
+    from sentinel.threshold import Threshold
+    errors = np.array([[9.0, 9.0, 0.0, 0.0],    # anomaly left: mean 4.5 capped at a's threshold 1.0
+                       [0.0, 0.0, 9.0, 9.0],    # current: 4.5 stays
+                       [9.0, 9.0, 0.0, 0.0],    # stale, sensor b (threshold 3.0): capped at 3.0
+                       [0.4, 0.4, 0.0, 0.0]])   # stale but below the threshold anyway: 0.2 stays
+    sids = np.array(["a", "a", "b", "a"])
+    th = Threshold("per_sensor", 1.0, {}, {"b": 3.0})
+    scores = scores_from_errors(_bundle(2, 0.4, th), errors, sids)
+    np.testing.assert_allclose(scores, [1.0, 4.5, 3.0, 0.2])
+    assert flag(_bundle(2, 0.4, th), scores, sids)[1].tolist() == [False, True, False, False]
+    # rule off, or no threshold yet (calibration): the plain reduction
+    np.testing.assert_allclose(scores_from_errors(_bundle(0, 0.4, th), errors, sids), [4.5, 4.5, 4.5, 0.2])
+    np.testing.assert_allclose(scores_from_errors(_bundle(2, 0.4, None), errors, sids), [4.5, 4.5, 4.5, 0.2])
+
+
+def test_bundles_without_score_settings_score_with_the_plain_mean():
+    from types import SimpleNamespace
+    old = SimpleNamespace(manifest={}, error_model=None, threshold=None)
+    assert reduction(old) == "mean" and recent_rule(old) == (0, 0.0)
+    np.testing.assert_allclose(scores_from_errors(old, E, np.array(["a", "a"])), [7 / 3, 1.0])
 
 
 # ------------------------------------------------------------------- persistence
