@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sqlite3
 import sys
 import tempfile
@@ -51,6 +50,8 @@ from sentinel.training import build_windows, fit_bundle  # noqa: E402
 
 
 BOOTSTRAP = ["127.0.0.1:19092"]  # set from --bootstrap in main()
+# The benchmark's network: history for training, then the events streamed (same sensors).
+HISTORY_START, EVENTS_START = "2026-01-16T00:00:00Z", "2026-01-19T00:00:00Z"
 
 
 def log(msg: str) -> None:
@@ -58,15 +59,23 @@ def log(msg: str) -> None:
 
 
 def get_bundle(args):
-    try:
+    """The model under test: ``--model`` if given, else one trained on the benchmark's own
+    network (cached in models/bench-<sensors>): a sensor the model never saw falls back to the
+    global scaler and flags far too often, and the sinks would then measure that instead."""
+    if args.model:
         return load_bundle(str(resolve_bundle(args.model).resolve()))
+    cache = ROOT / "models" / f"bench-{args.sensors}{'-quick' if args.quick else ''}"
+    try:
+        return load_bundle(str(resolve_bundle(str(cache)).resolve()))
     except FileNotFoundError:
-        log(f"no bundle at {args.model}: training one on 14 days x 20 sensors (default settings)")
-        s = load_settings(None, ["train.report=false"] + (["model.epochs=1", "window.length=16"] if args.quick else []))
-        net = simulate(8 if args.quick else 20, 3 if args.quick else 14, 300, 7)
-        path, _ = fit_bundle(net.readings.rename(columns={"timestamp": "event_time"}), s,
-                             Path(tempfile.mkdtemp()) / "bundle", label_col="is_anomaly")
-        return load_bundle(str(path))
+        pass
+    days = 2 if args.quick else 3
+    log(f"training the benchmark's model on {days} days of its {args.sensors} sensors (cached in {cache})")
+    s = load_settings(None, ["train.report=false", "model.epochs=4", "model.max_train_windows=40000"]
+                      + (["model.epochs=1"] if args.quick else []))
+    net = simulate(args.sensors, days, 300, 7, HISTORY_START, 0.0)
+    path, _ = fit_bundle(net.readings.rename(columns={"timestamp": "event_time"}), s, cache / "v1")
+    return load_bundle(str(path))
 
 
 def model_only(bundle, n_windows: int) -> dict:
@@ -109,7 +118,7 @@ def deploy(spark, settings, bundle, topic: str, tmp: Path, name: str, **override
 def saturated(spark, settings, bundle, bootstrap, tmp, n_sensors, days, name: str = "sat") -> dict:
     topic = f"bench-sat-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic, 4)
-    lines = event_lines(n_sensors, days, "2026-01-19T00:00:00Z", 1.0, settings)
+    lines = event_lines(n_sensors, days, EVENTS_START, 1.0, settings)
     log(f"saturated: producing a backlog of {len(lines)} events from {n_sensors} sensors to {topic}")
     produce_lines(((sid, line) for sid, _, line in lines), bootstrap, topic, 0)
     t0 = time.time()
@@ -130,7 +139,7 @@ def latency(spark, settings, bundle, bootstrap, tmp, n_sensors, rate, seconds) -
     topic = f"bench-lat-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic, 4)
     days = rate * seconds / n_sensors * 300 / 86400
-    lines = event_lines(n_sensors, days, "2026-01-19T00:00:00Z", 6.0, settings)
+    lines = event_lines(n_sensors, days, EVENTS_START, 6.0, settings)
     sent: dict[tuple[str, str], float] = {}
 
     def pairs():
@@ -159,7 +168,7 @@ def baseline(spark, settings, bundle, bootstrap, tmp, seconds: float) -> dict:
     keras = keras_module()
     topic = f"bench-base-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic, 1)
-    lines = event_lines(50, 2, "2026-01-19T00:00:00Z", 1.0, settings)
+    lines = event_lines(50, 2, EVENTS_START, 1.0, settings)
     produce_lines(((sid, line) for sid, _, line in lines), bootstrap, topic, 0)
     # The older model: a GRU autoencoder fed one reading as a window of one step.
     inp = keras.Input((1, 1))
@@ -205,16 +214,72 @@ def baseline(spark, settings, bundle, bootstrap, tmp, seconds: float) -> dict:
     return {"rows": done["rows"], "seconds": done["t"], "events_per_s": done["rows"] / done["t"] if done["t"] else float("nan")}
 
 
+def process_tree_rss() -> dict:
+    """RSS of this process (the driver's Python), its JVM (driver + executor in local mode)
+    and the JVM's Python workers, from /proc."""
+    procs = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            rss = next((int(line.split()[1]) * 1024 for line in Path(f"/proc/{d}/status").read_text().splitlines()
+                        if line.startswith("VmRSS:")), 0)
+            exe = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        procs[int(d)] = (ppid, rss, exe)
+
+    def descendants(pid):
+        kids = [p for p, (pp, _, _) in procs.items() if pp == pid]
+        return kids + [d for k in kids for d in descendants(k)]
+
+    me = os.getpid()
+    jvms = [p for p in descendants(me) if procs[p][2].endswith("java")]
+    workers = [d for j in jvms for d in descendants(j) if "python" in procs[d][2]]
+    return {"driver_rss": procs.get(me, (0, 0, ""))[1], "jvm_rss": sum(procs[j][1] for j in jvms),
+            "workers_rss": sum(procs[w][1] for w in workers)}
+
+
+def state_memory(spark, settings, bundle, bootstrap, tmp, n_sensors: int) -> dict:
+    """Fill the window state of ``n_sensors`` (W-1 readings each: all warm-up, so the state is
+    full and no model work blurs the figure) and sample memory while it runs."""
+    peaks = {"driver_rss": 0, "jvm_rss": 0, "workers_rss": 0}
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            for k, v in process_tree_rss().items():
+                peaks[k] = max(peaks[k], v)
+            done.wait(1.0)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        st = saturated(spark, settings.replace(**{"sinks.enabled": ("sqlite",)}), bundle, bootstrap, tmp,
+                       n_sensors, (bundle.length - 1) * 300 / 86400, name=f"state-{n_sensors}")
+    finally:
+        done.set()
+        sampler.join()
+    prog = [p for p in stream.LAST_PROGRESS if p["rows"] > 0] or stream.LAST_PROGRESS
+    last = prog[-1] if prog else {}
+    return {"sensors": n_sensors, "events": st["events"], "state_rows": last.get("state_rows"),
+            "state_memory_bytes": last.get("state_bytes"), "rocksdb_sst_bytes": last.get("rocksdb_sst_bytes", 0),
+            "jvm_rss_peak": peaks["jvm_rss"], "workers_rss_peak": peaks["workers_rss"],
+            "driver_rss_peak": peaks["driver_rss"], "events_per_s": st["steady_events_per_s"]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="models/pressure", help="bundle (default: newest models/pressure; trained if absent)")
+    ap.add_argument("--model", default="", help="bundle to benchmark (default: one trained on the benchmark's network, cached)")
     ap.add_argument("--bootstrap", default=os.environ.get("SENTINEL_KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
     ap.add_argument("--sensors", type=int, default=1000, help="sensors in the end-to-end runs")
     ap.add_argument("--days", type=float, default=1.0, help="days of 5-minute readings per sensor in the backlog")
     ap.add_argument("--latency-rate", type=float, default=5000.0)
     ap.add_argument("--latency-seconds", type=float, default=60.0)
     ap.add_argument("--baseline-seconds", type=float, default=60.0)
-    ap.add_argument("--state-sensors", type=int, default=10000)
+    ap.add_argument("--state-sensors", type=lambda v: [int(x) for x in v.split(",")], default=[10000, 100000],
+                    help="comma-separated sensor counts whose full window state is measured")
     ap.add_argument("--sinks", default="sqlite,postgres", help="sinks for the end-to-end runs")
     ap.add_argument("--json", default="reports/throughput.json")
     ap.add_argument("--quick", action="store_true", help="tiny load (smoke test)")
@@ -222,7 +287,7 @@ def main(argv=None) -> int:
     BOOTSTRAP[0] = args.bootstrap
     if args.quick:
         args.sensors, args.days, args.latency_rate, args.latency_seconds = 20, 0.3, 200.0, 10.0
-        args.baseline_seconds, args.state_sensors = 10.0, 200
+        args.baseline_seconds, args.state_sensors = 10.0, [200]
     from sentinel import spark as sparkmod
     settings = load_settings(None, [f"sinks.enabled={json.dumps(args.sinks.split(','))}", "spark.log_level='ERROR'",
                                     "source.kafka.max_offsets_per_trigger=100000"])
@@ -247,16 +312,12 @@ def main(argv=None) -> int:
         log(f"4/5 baseline (older system's per-row approach) for {args.baseline_seconds:.0f} s")
         results["baseline"] = base = baseline(spark, settings, bundle, args.bootstrap, tmp, args.baseline_seconds)
         log(f"    {base['events_per_s']:.1f} events/s")
-        log(f"5/5 state with {args.state_sensors} sensors")
-        st = saturated(spark, settings.replace(**{"sinks.enabled": ("sqlite",)}), bundle, args.bootstrap, tmp,
-                       args.state_sensors, 33 * 300 / 86400, name="state")
-        prog = [p for p in stream.LAST_PROGRESS if p["rows"] > 0] or stream.LAST_PROGRESS
-        results["state"] = {"sensors": args.state_sensors, "state_rows": prog[-1]["state_rows"] if prog else None,
-                            "state_bytes": prog[-1]["state_bytes"] if prog else None,
-                            "rocksdb_sst_bytes": prog[-1].get("rocksdb_sst_bytes") if prog else None,
-                            "rocksdb_pinned_bytes": prog[-1].get("rocksdb_pinned_bytes") if prog else None,
-                            "driver_max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                            "events_per_s": st["steady_events_per_s"]}
+        results["state"] = []
+        for n in args.state_sensors:
+            log(f"5/5 state: {n} sensors x {bundle.length - 1} readings (each sensor's window state full)")
+            results["state"].append(st := state_memory(spark, settings, bundle, args.bootstrap, tmp, n))
+            log(f"    RocksDB SST {st['rocksdb_sst_bytes'] / 2**20:.1f} MiB, JVM RSS peak {st['jvm_rss_peak'] / 2**20:.0f} MiB, "
+                f"Python workers RSS peak {st['workers_rss_peak'] / 2**20:.0f} MiB")
     finally:
         spark.stop()
     ceiling = results["model_only"]["windows_per_s"]
@@ -269,10 +330,10 @@ def main(argv=None) -> int:
           f"{results['latency']['p50_s']:.2f} / {results['latency']['p95_s']:.2f} / {results['latency']['p99_s']:.2f}   p95 <= 3 s")
     print(f"baseline (events/s)                     {results['baseline']['events_per_s']:>12,.1f}")
     print(f"speed-up over baseline                  {e2e / results['baseline']['events_per_s']:>12,.0f}x    >= 500x")
-    st = results["state"]
-    print(f"state: {st['sensors']} sensors -> {st['state_rows']} rows, state store memory "
-          f"{(st['state_bytes'] or 0) / 2**20:.1f} MiB, RocksDB SST {(st['rocksdb_sst_bytes'] or 0) / 2**20:.1f} MiB "
-          f"(driver max RSS {st['driver_max_rss_bytes'] / 2**20:.0f} MiB)")
+    for st in results["state"]:
+        print(f"state, {st['sensors']:,} sensors: RocksDB SST {st['rocksdb_sst_bytes'] / 2**20:.1f} MiB; peak RSS: "
+              f"JVM (driver + executor) {st['jvm_rss_peak'] / 2**20:,.0f} MiB, Python workers "
+              f"{st['workers_rss_peak'] / 2**20:,.0f} MiB, driver Python {st['driver_rss_peak'] / 2**20:,.0f} MiB")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1, default=float))
     print(f"figures written to {args.json}")
