@@ -65,14 +65,14 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class ThresholdSettings:
-    method: str = "quantile"
+    method: str = "per_sensor"
     k: float = 4.0
     quantile: float = 0.999
-    margin: float = 1.5
+    margin: float = 1.1
     reduce: str = "mean"
     persistence_m: int = 1
     persistence_n: int = 1
-    recent_steps: int = 0
+    recent_steps: int = 4
     recent_ratio: float = 0.2
 
 
