@@ -151,7 +151,9 @@ def latency(spark, settings, bundle, bootstrap, tmp, n_sensors, rate, seconds) -
     producer.start()
     log(f"latency: {len(lines)} events at {rate}/s after a 15 s start-up pause, 1 s trigger")
     s, totals = deploy(spark, settings, bundle, topic, tmp, "lat",
-                       **{"stream.idle_timeout_s": 10.0, "stream.trigger_s": 1.0})
+                       # idle timeout longer than the producer's start-up pause: the job must
+                       # not stop before the first event arrives
+                       **{"stream.idle_timeout_s": 30.0, "stream.trigger_s": 1.0})
     producer.join(timeout=60)
     with sqlite3.connect(s.sinks.sqlite.path) as con:
         rows = con.execute("SELECT sensor_id, event_time, detected_at FROM anomalies").fetchall()
