@@ -29,6 +29,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -257,6 +258,7 @@ def main(argv=None) -> int:
     print("\ntargets (default model):")
     for key, t in results[default_name]["targets"].items():
         print(f"  {'met    ' if t['met'] else 'NOT MET'} {key}: {t['measured']} (target {t['target']})")
+    shutil.rmtree(work, ignore_errors=True)  # the trained bundles were only needed for this run
     print(f"\nrun time {time.time() - t_run:.0f} s")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1, default=float))
