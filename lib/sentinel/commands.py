@@ -364,6 +364,12 @@ def run_deploy(args, settings: Settings) -> int:
     if list(s.data.features) != bundle.features:
         raise ConfigError(f"model {bundle_dir} was trained on features {bundle.features} but data.features is "
                           f"{list(s.data.features)}: set data.features to match or deploy another model")
+    if s.threshold.persistence_n > 1:
+        # The UDF sees one micro-batch, not a sensor's earlier flags; carrying them would need
+        # a second stateful step after scoring, which is not built (measured: it lost spikes
+        # and removed almost no false alarms, see README "How detection works").
+        raise ConfigError("threshold.persistence_n > 1 is applied by `sentinel score`/`evaluate` only; the "
+                          "deploy job does not carry flags between micro-batches yet: set persistence_n = 1")
     sinks = build_sinks(s)
     if s.sinks.sensors_file:
         from sentinel.registry import read_registry

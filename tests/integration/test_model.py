@@ -108,3 +108,10 @@ def test_score_table_applies_alarm_persistence(tiny_bundle, tiny_network, tiny_s
         assert g["held"].astype(bool).tolist() == want.tolist()
     # runs of flags come one reading later (2 of 3 needs two), isolated flags vanish
     assert held["is_anomaly"].sum() > 0 and (held["is_anomaly"] != raw["is_anomaly"]).any()
+
+
+def test_deploy_refuses_alarm_persistence_before_starting_spark(tiny_bundle, capsys):
+    from sentinel.cli import main
+    code = main(["deploy", "--model", str(tiny_bundle), "--set", "threshold.persistence_n=2"])
+    assert code == 2
+    assert "persistence_n > 1 is applied by `sentinel score`/`evaluate` only" in capsys.readouterr().err
