@@ -115,10 +115,10 @@ def deploy(spark, settings, bundle, topic: str, tmp: Path, name: str, **override
     return s, writer_totals
 
 
-def saturated(spark, settings, bundle, bootstrap, tmp, n_sensors, days, name: str = "sat") -> dict:
+def saturated(spark, settings, bundle, bootstrap, tmp, n_sensors, days, name: str = "sat", lines=None) -> dict:
     topic = f"bench-sat-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic, 4)
-    lines = event_lines(n_sensors, days, EVENTS_START, 1.0, settings)
+    lines = lines if lines is not None else event_lines(n_sensors, days, EVENTS_START, 1.0, settings)
     log(f"saturated: producing a backlog of {len(lines)} events from {n_sensors} sensors to {topic}")
     produce_lines(((sid, line) for sid, _, line in lines), bootstrap, topic, 0)
     t0 = time.time()
@@ -129,6 +129,19 @@ def saturated(spark, settings, bundle, bootstrap, tmp, n_sensors, days, name: st
     return {"events": totals["events"], "batches": len(prog), "wall_s": time.time() - t0,
             "steady_events": rows, "steady_events_per_s": rows / (ms / 1000) if ms else float("nan"),
             "batch_ms_median": float(np.median([p["ms"] for p in steady])) if steady else float("nan")}
+
+
+def plain_lines(n_sensors: int, readings: int) -> list[tuple[str, str, str]]:
+    """``readings`` 5-minute readings per sensor, generated directly: the state stage needs
+    many sensors, not a realistic network (simulating 100,000 sensors takes minutes)."""
+    t0 = pd.Timestamp(EVENTS_START)
+    out = []
+    for r in range(readings):
+        ts = (t0 + pd.Timedelta(minutes=5 * r)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for i in range(n_sensors):
+            sid = f"PT-{i + 1:06d}"
+            out.append((sid, ts, f'{{"sensor_id": "{sid}", "timestamp": "{ts}", "pressure": {40 + (i % 7) + r % 3}}}'))
+    return out
 
 
 def stream_progress():
@@ -216,21 +229,23 @@ def baseline(spark, settings, bundle, bootstrap, tmp, seconds: float) -> dict:
     return {"rows": done["rows"], "seconds": done["t"], "events_per_s": done["rows"] / done["t"] if done["t"] else float("nan")}
 
 
-def process_tree_rss() -> dict:
-    """RSS of this process (the driver's Python), its JVM (driver + executor in local mode)
-    and the JVM's Python workers, from /proc."""
+def process_tree_pss() -> dict:
+    """Memory (PSS) of this process (the driver's Python), its JVM (driver + executor in local
+    mode) and the JVM's Python workers, from /proc."""
     procs = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            rss = next((int(line.split()[1]) * 1024 for line in Path(f"/proc/{d}/status").read_text().splitlines()
-                        if line.startswith("VmRSS:")), 0)
+            # PSS, not RSS: workers fork from one daemon and share its pages (TensorFlow);
+            # RSS would count those once per worker
+            pss = next((int(line.split()[1]) * 1024 for line in Path(f"/proc/{d}/smaps_rollup").read_text().splitlines()
+                        if line.startswith("Pss:")), 0)
             exe = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
         except (OSError, IndexError, ValueError):
             continue
-        procs[int(d)] = (ppid, rss, exe)
+        procs[int(d)] = (ppid, pss, exe)
 
     def descendants(pid):
         kids = [p for p, (pp, _, _) in procs.items() if pp == pid]
@@ -239,19 +254,19 @@ def process_tree_rss() -> dict:
     me = os.getpid()
     jvms = [p for p in descendants(me) if procs[p][2].endswith("java")]
     workers = [d for j in jvms for d in descendants(j) if "python" in procs[d][2]]
-    return {"driver_rss": procs.get(me, (0, 0, ""))[1], "jvm_rss": sum(procs[j][1] for j in jvms),
-            "workers_rss": sum(procs[w][1] for w in workers)}
+    return {"driver_pss": procs.get(me, (0, 0, ""))[1], "jvm_pss": sum(procs[j][1] for j in jvms),
+            "workers_pss": sum(procs[w][1] for w in workers)}
 
 
 def state_memory(spark, settings, bundle, bootstrap, tmp, n_sensors: int) -> dict:
     """Fill the window state of ``n_sensors`` (W-1 readings each: all warm-up, so the state is
     full and no model work blurs the figure) and sample memory while it runs."""
-    peaks = {"driver_rss": 0, "jvm_rss": 0, "workers_rss": 0}
+    peaks = {"driver_pss": 0, "jvm_pss": 0, "workers_pss": 0}
     done = threading.Event()
 
     def sample():
         while not done.is_set():
-            for k, v in process_tree_rss().items():
+            for k, v in process_tree_pss().items():
                 peaks[k] = max(peaks[k], v)
             done.wait(1.0)
 
@@ -259,7 +274,7 @@ def state_memory(spark, settings, bundle, bootstrap, tmp, n_sensors: int) -> dic
     sampler.start()
     try:
         st = saturated(spark, settings.replace(**{"sinks.enabled": ("sqlite",)}), bundle, bootstrap, tmp,
-                       n_sensors, (bundle.length - 1) * 300 / 86400, name=f"state-{n_sensors}")
+                       n_sensors, 0, name=f"state-{n_sensors}", lines=plain_lines(n_sensors, bundle.length - 1))
     finally:
         done.set()
         sampler.join()
@@ -267,8 +282,8 @@ def state_memory(spark, settings, bundle, bootstrap, tmp, n_sensors: int) -> dic
     last = prog[-1] if prog else {}
     return {"sensors": n_sensors, "events": st["events"], "state_rows": last.get("state_rows"),
             "state_memory_bytes": last.get("state_bytes"), "rocksdb_sst_bytes": last.get("rocksdb_sst_bytes", 0),
-            "jvm_rss_peak": peaks["jvm_rss"], "workers_rss_peak": peaks["workers_rss"],
-            "driver_rss_peak": peaks["driver_rss"], "events_per_s": st["steady_events_per_s"]}
+            "jvm_pss_peak": peaks["jvm_pss"], "workers_pss_peak": peaks["workers_pss"],
+            "driver_pss_peak": peaks["driver_pss"], "events_per_s": st["steady_events_per_s"]}
 
 
 def main(argv=None) -> int:
@@ -318,8 +333,8 @@ def main(argv=None) -> int:
         for n in args.state_sensors:
             log(f"5/5 state: {n} sensors x {bundle.length - 1} readings (each sensor's window state full)")
             results["state"].append(st := state_memory(spark, settings, bundle, args.bootstrap, tmp, n))
-            log(f"    RocksDB SST {st['rocksdb_sst_bytes'] / 2**20:.1f} MiB, JVM RSS peak {st['jvm_rss_peak'] / 2**20:.0f} MiB, "
-                f"Python workers RSS peak {st['workers_rss_peak'] / 2**20:.0f} MiB")
+            log(f"    RocksDB SST {st['rocksdb_sst_bytes'] / 2**20:.1f} MiB, JVM PSS peak {st['jvm_pss_peak'] / 2**20:.0f} MiB, "
+                f"Python workers PSS peak {st['workers_pss_peak'] / 2**20:.0f} MiB")
     finally:
         spark.stop()
     ceiling = results["model_only"]["windows_per_s"]
@@ -333,9 +348,9 @@ def main(argv=None) -> int:
     print(f"baseline (events/s)                     {results['baseline']['events_per_s']:>12,.1f}")
     print(f"speed-up over baseline                  {e2e / results['baseline']['events_per_s']:>12,.0f}x    >= 500x")
     for st in results["state"]:
-        print(f"state, {st['sensors']:,} sensors: RocksDB SST {st['rocksdb_sst_bytes'] / 2**20:.1f} MiB; peak RSS: "
-              f"JVM (driver + executor) {st['jvm_rss_peak'] / 2**20:,.0f} MiB, Python workers "
-              f"{st['workers_rss_peak'] / 2**20:,.0f} MiB, driver Python {st['driver_rss_peak'] / 2**20:,.0f} MiB")
+        print(f"state, {st['sensors']:,} sensors: RocksDB SST {st['rocksdb_sst_bytes'] / 2**20:.1f} MiB; peak PSS: "
+              f"JVM (driver + executor) {st['jvm_pss_peak'] / 2**20:,.0f} MiB, Python workers "
+              f"{st['workers_pss_peak'] / 2**20:,.0f} MiB, driver Python {st['driver_pss_peak'] / 2**20:,.0f} MiB")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1, default=float))
     print(f"figures written to {args.json}")

@@ -36,5 +36,5 @@ def test_throughput_benchmark_quick(tmp_path):
     assert res["saturated"]["steady_events"] > 0
     assert res["baseline"]["rows"] > 0
     assert res["latency"]["anomalies_timed"] >= 0
-    assert res["state"][0]["jvm_rss_peak"] > 0 and res["state"][0]["state_rows"] > 0
+    assert res["state"][0]["jvm_pss_peak"] > 0 and res["state"][0]["state_rows"] > 0
     assert "speed-up over baseline" in r.stdout
