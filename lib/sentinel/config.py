@@ -110,7 +110,7 @@ class StreamSettings:
     checkpoint: str = "checkpoints/deploy"
     trigger_s: float = 1.0
     late_policy: str = "reject"
-    state_buckets: int = 64
+    state_buckets: int = 16
     max_batches: int = 0
     idle_timeout_s: float = 0.0
 

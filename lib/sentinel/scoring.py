@@ -38,8 +38,9 @@ def model_inputs(bundle: Bundle, windows: np.ndarray, window_times: np.ndarray,
 
 _COMPILED: dict[int, object] = {}
 # Batch sizes the model is compiled for: a chunk is zero-padded up to the next one, so XLA
-# compiles at most four programs per model instead of one per batch size it meets.
-BATCH_SIZES = (64, 256, 1024, PREDICT_BATCH)
+# compiles three programs per model, all at first use (about a second each), instead of one
+# per batch size it meets, each stalling a micro-batch in mid-stream.
+BATCH_SIZES = (256, 1024, PREDICT_BATCH)
 
 
 def _compiled_call(model):
@@ -51,6 +52,9 @@ def _compiled_call(model):
     windows of 32, 44,000 windows/s on one thread against 21,000 for the plain traced graph
     (batches of 4096; benchmarks/throughput.py prints it beside ``model.predict``). If XLA
     cannot compile the model, the plain traced graph is used.
+
+    Compiled for every size in ``BATCH_SIZES`` here, at first use: a size first met in
+    mid-stream stalled that micro-batch by 2.5 s (measured in the deploy job).
     """
     fn = _COMPILED.get(id(model))
     if fn is None:
@@ -62,7 +66,8 @@ def _compiled_call(model):
 
         fn = tf.function(forward, input_signature=specs, jit_compile=True)
         try:
-            fn(*[np.zeros((BATCH_SIZES[0], *t.shape[1:]), dtype=np.float32) for t in model.inputs])
+            for size in BATCH_SIZES:
+                fn(*[np.zeros((size, *t.shape[1:]), dtype=np.float32) for t in model.inputs])
         except Exception as exc:  # an op XLA does not support on this platform
             log.warning("XLA cannot compile the model (%s); using the plain traced graph", str(exc)[:200])
             fn = tf.function(forward, input_signature=specs)

@@ -448,6 +448,7 @@ def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: st
             ops = p.get("stateOperators") or [{}]
             progress.append({"batch": p["batchId"], "rows": p.get("numInputRows", 0),
                              "ms": p.get("durationMs", {}).get("triggerExecution", 0),
+                             "durations": dict(p.get("durationMs") or {}),
                              "timestamp": p.get("timestamp"),
                              "state_rows": sum(o.get("numRowsTotal", 0) for o in ops),
                              "state_bytes": sum(o.get("memoryUsedBytes", 0) for o in ops),
