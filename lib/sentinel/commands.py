@@ -219,14 +219,14 @@ def add_score_args(p):
 
 def table_windows(frame: pd.DataFrame, settings: Settings, features: list[str], length: int,
                   max_gap_s: int) -> tuple[pd.DataFrame, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """An input table's windows, as the streaming job cuts them (``windows.assemble``).
+    """An input table's windows, as the streaming job cuts them (``windows.assemble_many``).
 
     Returns the output frame's base columns (sensor_id, timestamp, features; one row per input
     row) and ``(windows, window_times, sensor_ids, rows)``: every window with the input row it
     scores, sorted by sensor and then event time. Rows with a bad time or value, and the first
     W-1 readings of a sensor (or after a gap), have no window.
     """
-    from sentinel.windows import NS_PER_S, WINDOW, assemble
+    from sentinel.windows import NO_TIME, NS_PER_S, assemble_many
     d = settings.data
     missing = [c for c in [d.time_field] + features if c not in frame]
     if missing:
@@ -234,26 +234,20 @@ def table_windows(frame: pd.DataFrame, settings: Settings, features: list[str], 
     sensors = frame[d.sensor_field].astype(str) if d.sensor_field in frame else pd.Series("sensor", index=frame.index)
     times = _to_utc(frame[d.time_field])
     values = frame[features].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    ok = times.notna().to_numpy() & np.isfinite(values).all(axis=1)
-    n = len(frame)
-    win_list, time_list, sid_list, row_list = [], [], [], []
+    ok_rows = np.nonzero(times.notna().to_numpy() & np.isfinite(values).all(axis=1))[0]
     t_ns = times.astype("int64").to_numpy()
-    for sid, idx in pd.Series(np.arange(n))[ok].groupby(sensors[ok].to_numpy()):
-        rows = idx.to_numpy()
-        res = assemble(t_ns[rows], values[rows], None, length, max_gap_s * NS_PER_S)
-        has = np.nonzero(res.status == WINDOW)[0]
-        has = has[np.argsort(res.window_row[has])]  # event-time order (persistence needs it)
-        win_list.append(res.windows[res.window_row[has]])
-        time_list.append(res.window_times[res.window_row[has]])
-        sid_list.append(np.full(has.size, sid, dtype=object))
-        row_list.append(rows[has])
+    # All sensors in one call, as the stream assembles a bucket (sorted codes: windows come
+    # out by sensor id, then event time).
+    codes, ids = pd.factorize(sensors.to_numpy()[ok_rows], sort=True)
+    none = np.empty(0, dtype=np.int64)
+    res = assemble_many(codes, t_ns[ok_rows], values[ok_rows], none, none, np.empty((0, len(features))),
+                        np.full(len(ids), NO_TIME, dtype=np.int64), length, max_gap_s * NS_PER_S)
+    has = np.nonzero(res.window_row >= 0)[0]
+    has = has[np.argsort(res.window_row[has])]  # window order: sensor, then event time
     base = pd.DataFrame({"sensor_id": sensors.to_numpy(), "timestamp": times.dt.strftime("%Y-%m-%dT%H:%M:%SZ")})
     for i, f in enumerate(features):
         base[f] = values[:, i]
-    if not row_list:
-        return base, (np.empty((0, length, len(features))), np.empty((0, length), np.int64),
-                      np.empty(0, dtype=object), np.empty(0, dtype=np.int64))
-    return base, tuple(np.concatenate(x) for x in (win_list, time_list, sid_list, row_list))
+    return base, (res.windows, res.window_times, np.asarray(ids, dtype=object)[codes[has]], ok_rows[has])
 
 
 def score_table(bundle, frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:

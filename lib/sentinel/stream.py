@@ -37,7 +37,7 @@ import pandas as pd
 
 from sentinel import events
 from sentinel.config import Settings
-from sentinel.windows import DUPLICATE, LATE, NS_PER_S
+from sentinel.windows import DUPLICATE, LATE, NS_PER_S, STATUS_NAMES
 
 log = logging.getLogger("sentinel.stream")
 
@@ -231,7 +231,7 @@ def process_bucket(pdf: pd.DataFrame, state, length: int, max_gap_ns: int, n_fea
     if has.any():
         win[has] = pack_rows(res.windows.reshape(len(res.windows), length * n_features), np.float64)[res.window_row[has]]
         wt[has] = pack_rows(res.window_times, np.int64)[res.window_row[has]]
-    status = np.array(["window", "warmup", "late", "duplicate"], dtype=object)[res.status]
+    status = np.array([STATUS_NAMES[c] for c in range(len(STATUS_NAMES))], dtype=object)[res.status]
     reason = np.full(n, None, dtype=object)
     reason[res.status == LATE] = LATE_REASON
     reason[res.status == DUPLICATE] = DUPLICATE_REASON
