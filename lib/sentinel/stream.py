@@ -3,11 +3,11 @@
 One micro-batch::
 
     source (socket | kafka)                   # raw: string, key: string
-    -> mapInPandas(parse)                     # raw, sensor_id, event_time, values, reject_reason
-    -> groupBy(state bucket = hash(sensor_id) % stream.state_buckets, or -1 for malformed lines)
-       .transformWithStateInPandas(WindowProcessor)
-                                              # one row per line: status window|warmup|late|duplicate|reject
-    -> pandas UDF score(sensor_id, window, window_times)   # score, threshold, is_anomaly
+    -> mapInPandas(parse)                     # chunks: bucket, rows (Arrow IPC table of readings)
+         bucket = crc32(sensor_id) % stream.state_buckets, or -1 for malformed lines
+    -> groupBy(bucket).transformWithStateInPandas(WindowProcessor)
+                                              # per bucket: n_events, n_warmup, windows, rejects
+    -> pandas UDF score(windows)              # per chunk: n_scored, anomalies (, scores)
     -> foreachBatch(BatchWriter)              # anomalies + rejects to every sink, one log line
 
 The window state holds each sensor's newest W-1 readings in event-time order; sensors share
@@ -18,10 +18,12 @@ newest one accepted for its sensor becomes a ``duplicate`` or ``late`` reject. A
 watermark with ``dropDuplicatesWithinWatermark`` would drop such rows without a trace, so there
 is none; state stays bounded anyway (W-1 readings per sensor).
 
-Why it is fast (see benchmarks/throughput.py): vectors cross the JVM/Python boundary as packed
-binary, not arrays (PySpark converts array columns row by row in Python); one state read and
-write per bucket instead of per sensor; windows assembled with numpy over all sensors of a
-bucket; the model runs once per Arrow batch through a traced TensorFlow function.
+Why it is fast (see benchmarks/throughput.py): after parsing, a row of the stream is a chunk
+of many readings (an Arrow IPC table), so the JVM shuffles and converts a few large values per
+micro-batch and PySpark's per-row Python (transformWithStateInPandas feeds its input through
+``itertuples``) runs per chunk; one state read and write per bucket instead of per sensor;
+windows assembled with numpy over all sensors of a bucket; the model runs once per Arrow batch
+through a compiled TensorFlow function.
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ import logging
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterator
 
@@ -37,22 +41,28 @@ import pandas as pd
 
 from sentinel import events
 from sentinel.config import Settings
-from sentinel.windows import DUPLICATE, LATE, NS_PER_S, STATUS_NAMES
+from sentinel.windows import LATE, NS_PER_S, STATUS_NAMES
 
 log = logging.getLogger("sentinel.stream")
 
-# Vectors travel between the JVM and Python as binary (packed float64/int64): PySpark converts
-# array columns from pandas row by row in Python, binary columns in one Arrow call.
-PARSED_SCHEMA = "raw string, sensor_id string, event_time timestamp, `values` binary, reject_reason string"
-STAGED_SCHEMA = ("sensor_id string, event_time timestamp, `values` binary, raw string, "
-                 "status string, reject_reason string, window binary, window_times binary")
-SCORE_SCHEMA = "score double, threshold double, is_anomaly boolean"
+# Micro-batches travel as chunks: after parsing, each row of the stream is one Arrow IPC
+# table of many readings (one state bucket's share of one Arrow batch), not one reading.
+# PySpark hands transformWithStateInPandas its input row by row in Python
+# (serializers.py, itertuples) and converts every column of every row on each JVM/Python
+# crossing; with chunks those costs are paid per chunk, and the JVM shuffles a few large
+# binary values instead of 100,000 small rows.
+CHUNK_SCHEMA = "bucket int, rows binary"
+STAGED_SCHEMA = "bucket int, n_events long, n_warmup long, windows binary, rejects binary"
+SCORE_SCHEMA = "n_scored long, anomalies binary, scores binary"
 # State bucket of malformed lines (sensors hash into 0..state_buckets-1).
 REJECT_BUCKET = -1
+# How sensor ids map to state buckets; stored in the state so a checkpoint written with
+# another mapping is refused instead of silently splitting sensors' state.
+BUCKET_HASH = "crc32"
 LATE_REASON = "late: older than the newest reading already scored for this sensor"
 DUPLICATE_REASON = "duplicate: same sensor and event time as an accepted reading"
-# Per-batch summaries (rows, duration, state size) of the last run() in this process; read by
-# the benchmarks.
+# Per-batch summaries (rows, duration, state size) of the current or last run() in this
+# process; read by the benchmarks.
 LAST_PROGRESS: list[dict] = []
 
 
@@ -79,32 +89,94 @@ def read_source(spark, settings: Settings):
     return df.select(F.col("value").alias("raw_bytes"), F.col("key").cast("string").alias("key"))
 
 
-def pack_rows(matrix: np.ndarray, dtype) -> np.ndarray:
-    """(n, k) array -> (n,) object array of bytes, one packed row each."""
-    m = np.ascontiguousarray(matrix, dtype=dtype).reshape(len(matrix), -1)
-    width = m.shape[1] * m.itemsize
-    return np.frombuffer(m.tobytes(), dtype=f"V{width}").astype(object) if width else \
-        np.full(len(m), b"", dtype=object)
+# ---- chunk tables (Arrow IPC) -------------------------------------------------------------
+
+def encode_table(table) -> bytes:
+    """Arrow table -> IPC stream bytes (one chunk of the stream)."""
+    import pyarrow as pa
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
-def unpack_rows(packed, dtype, width: int) -> np.ndarray:
-    """Packed rows (bytes, no nulls) -> (n, width) array."""
-    if len(packed) == 0:
-        return np.empty((0, width), dtype=dtype)
-    return np.frombuffer(b"".join(packed), dtype=dtype).reshape(len(packed), width)
+def decode_tables(blobs):
+    """IPC chunks (nulls skipped) -> one Arrow table, or None if there are none."""
+    import pyarrow as pa
+    tables = [pa.ipc.open_stream(b).read_all() for b in blobs if b is not None]
+    return pa.concat_tables(tables) if tables else None
 
 
-def _parse_batches(data_settings):
+def _fixed(matrix: np.ndarray):
+    """(n, k) float64/int64 -> Arrow fixed-size lists of k (one buffer, no per-row objects)."""
+    import pyarrow as pa
+    m = np.ascontiguousarray(matrix)
+    k = m.shape[1] if m.ndim == 2 else 1
+    return pa.FixedSizeListArray.from_arrays(pa.array(m.reshape(-1)), k)
+
+
+def fixed_to_numpy(column, width: int) -> np.ndarray:
+    """Arrow fixed-size list column -> (n, width) array."""
+    col = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    if len(col) == 0:
+        return np.empty((0, width))
+    return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), width)
+
+
+def readings_table(sensor_ids, t_ns: np.ndarray, values: np.ndarray, raw):
+    import pyarrow as pa
+    return pa.table({"sensor_id": pa.array(sensor_ids, pa.string()), "event_time": pa.array(t_ns, pa.int64()),
+                     "values": _fixed(values), "raw": pa.array(raw, pa.string())})
+
+
+def rejects_table(raw, reason, sensor_ids, t_ns, status):
+    """Rejected lines; ``t_ns`` may hold None (no parsable time)."""
+    import pyarrow as pa
+    return pa.table({"raw": pa.array(raw, pa.string()), "reason": pa.array(reason, pa.string()),
+                     "sensor_id": pa.array(sensor_ids, pa.string()), "event_time": pa.array(t_ns, pa.int64()),
+                     "status": pa.array(status, pa.string())})
+
+
+def bucket_of(sensor_ids: np.ndarray, buckets: int) -> np.ndarray:
+    """Sensor id -> state bucket: CRC-32 of the UTF-8 id modulo ``buckets`` (stable across
+    processes and versions, unlike Python's hash)."""
+    import zlib
+    codes, uniques = pd.factorize(np.asarray(sensor_ids, dtype=object))
+    per_id = np.array([zlib.crc32(str(u).encode("utf-8")) % buckets for u in uniques], dtype=np.int64)
+    return per_id[codes] if len(codes) else np.empty(0, dtype=np.int64)
+
+
+def parse_chunks(raw: list, keys: list | None, data_settings, buckets: int) -> pd.DataFrame:
+    """Raw lines -> chunk rows (``CHUNK_SCHEMA``): one readings table per state bucket present,
+    plus one rejects table (bucket ``REJECT_BUCKET``) if any line failed to parse."""
+    out = events.parse_lines(raw, data_settings, keys)
+    ok = out["reject_reason"].isna().to_numpy()
+    bucket_col, blobs = [], []
+    if (~ok).any():
+        bad = out[~ok]
+        bucket_col.append(REJECT_BUCKET)
+        blobs.append(encode_table(rejects_table(bad["raw"].tolist(), bad["reject_reason"].tolist(),
+                                                [None] * len(bad), [None] * len(bad), ["reject"] * len(bad))))
+    if ok.any():
+        good = out[ok]
+        ids = good["sensor_id"].to_numpy(dtype=object)
+        t_ns = good["event_time"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+        vals = np.array(good["values"].tolist(), dtype=np.float64)
+        raws = good["raw"].to_numpy(dtype=object)
+        b = bucket_of(ids, buckets)
+        order = np.argsort(b, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(b[order]) != 0])
+        for idx in np.split(order, starts[1:]):
+            bucket_col.append(int(b[idx[0]]))
+            blobs.append(encode_table(readings_table(ids[idx], t_ns[idx], vals[idx], raws[idx])))
+    return pd.DataFrame({"bucket": pd.array(bucket_col, dtype="int32"), "rows": blobs})
+
+
+def _parse_batches(data_settings, buckets: int):
     def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
             raw = pdf["raw_bytes"] if "raw_bytes" in pdf else pdf["raw"]
-            out = events.parse_lines(raw.tolist(), data_settings, pdf["key"].tolist())
-            ok = out["reject_reason"].isna().to_numpy()
-            packed = np.full(len(out), None, dtype=object)
-            if ok.any():
-                packed[ok] = pack_rows(np.array(out["values"][ok].tolist(), dtype=np.float64), np.float64)
-            out["values"] = packed
-            yield out
+            yield parse_chunks(raw.tolist(), pdf["key"].tolist(), data_settings, buckets)
     return parse
 
 
@@ -113,7 +185,8 @@ def encode_bucket_state(sensor_ids, last_time: np.ndarray, tail_codes: np.ndarra
     """One state bucket (its sensors' tails) -> Arrow IPC bytes.
 
     One row per sensor: id, newest accepted time, tail times, tail values (flattened).
-    ``buckets`` is stored so a changed ``stream.state_buckets`` is caught, not misread.
+    ``buckets`` and the hash are stored so a changed ``stream.state_buckets`` is caught, not
+    misread.
     """
     import pyarrow as pa
     n_features = tail_values.shape[1] if tail_values.ndim == 2 else 1
@@ -125,11 +198,8 @@ def encode_bucket_state(sensor_ids, last_time: np.ndarray, tail_codes: np.ndarra
         "tail_times": pa.ListArray.from_arrays(pa.array(offsets), pa.array(tail_times, pa.int64())),
         "tail_values": pa.ListArray.from_arrays(pa.array(offsets * n_features),
                                                 pa.array(tail_values.ravel(), pa.float64())),
-    }).replace_schema_metadata({"buckets": str(buckets), "features": str(n_features)})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+    }).replace_schema_metadata({"buckets": str(buckets), "features": str(n_features), "hash": BUCKET_HASH})
+    return encode_table(table)
 
 
 def decode_bucket_state(blob: bytes, buckets: int, n_features: int):
@@ -138,6 +208,9 @@ def decode_bucket_state(blob: bytes, buckets: int, n_features: int):
     import pyarrow as pa
     table = pa.ipc.open_stream(blob).read_all()
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    if meta.get("hash") != BUCKET_HASH:
+        raise ValueError("the checkpoint's window state was written by an older version that assigned "
+                         "sensors to state buckets differently: start from a new stream.checkpoint")
     if int(meta.get("buckets", buckets)) != buckets:
         raise ValueError(f"stream.state_buckets is {buckets} but the checkpoint was written with "
                          f"{meta['buckets']}: set it back, or start from a new stream.checkpoint")
@@ -184,11 +257,17 @@ class WindowProcessor:
             self.state = handle.getValueState("windows", StructType([StructField("tails", BinaryType())]))
 
         def handleInputRows(self, key, rows, timerValues):
-            pdf = pd.concat(list(rows), ignore_index=True)
-            if key[0] == REJECT_BUCKET:  # malformed lines: no state, straight to the reject store
-                yield pdf.assign(status="reject", window=None, window_times=None)[STAGED_COLUMNS]
+            table = decode_tables(b for pdf in rows for b in pdf["rows"])
+            bucket = int(key[0])
+            if bucket == REJECT_BUCKET:  # malformed lines: no state, straight to the reject store
+                yield pd.DataFrame({"bucket": [bucket], "n_events": [table.num_rows], "n_warmup": [0],
+                                    "windows": [None], "rejects": [encode_table(table)]})
                 return
-            yield process_bucket(pdf, self.state, self.length, self.max_gap_ns, self.n_features, self.buckets)
+            windows, rejects, n_warmup = process_bucket(table, self.state, self.length, self.max_gap_ns,
+                                                        self.n_features, self.buckets)
+            yield pd.DataFrame({"bucket": [bucket], "n_events": [table.num_rows], "n_warmup": [n_warmup],
+                                "windows": [encode_table(windows) if windows.num_rows else None],
+                                "rejects": [encode_table(rejects) if rejects.num_rows else None]})
 
         def close(self):
             pass
@@ -196,14 +275,17 @@ class WindowProcessor:
         return {"_setup": _setup, "init": init, "handleInputRows": handleInputRows, "close": close}
 
 
-STAGED_COLUMNS = ["sensor_id", "event_time", "values", "raw", "status", "reject_reason", "window", "window_times"]
+def process_bucket(readings, state, length: int, max_gap_ns: int, n_features: int, buckets: int):
+    """One bucket's new readings (a readings table) + its state -> (windows table, rejects
+    table, number of warm-up readings); updates ``state`` (anything with ``get()``/``update()``
+    like Spark's ValueState).
 
-
-def process_bucket(pdf: pd.DataFrame, state, length: int, max_gap_ns: int, n_features: int,
-                   buckets: int) -> pd.DataFrame:
-    """One bucket's new readings + its state -> one staged row per reading; updates ``state``
-    (anything with ``get()``/``update()`` like Spark's ValueState)."""
-    from sentinel.windows import NO_TIME, assemble_many
+    The windows table has one row per reading that completed a window: ``sensor_id``,
+    ``event_time`` (ns), ``values``, ``window`` (W*F values), ``window_times`` (W ns).
+    Late and duplicate readings become rejects; the rest warm up.
+    """
+    import pyarrow as pa
+    from sentinel.windows import NO_TIME, WARMUP, assemble_many
     stored = state.get()
     if stored is not None:
         ids, last, tail_c, tail_t, tail_v = decode_bucket_state(stored[0], buckets, n_features)
@@ -212,91 +294,161 @@ def process_bucket(pdf: pd.DataFrame, state, length: int, max_gap_ns: int, n_fea
         tail_c, tail_t, tail_v = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64),
                                   np.empty((0, n_features)))
     known = pd.Index(ids)
-    batch_ids = pdf["sensor_id"].to_numpy(dtype=object)
+    batch_ids = readings.column("sensor_id").to_numpy(zero_copy_only=False).astype(object)
     codes = known.get_indexer(batch_ids)
     if (codes < 0).any():  # sensors new to this bucket
         new_ids = pd.unique(batch_ids[codes < 0])
         known = known.append(pd.Index(new_ids))
         last = np.concatenate([last, np.full(len(new_ids), NO_TIME, dtype=np.int64)])
         codes = known.get_indexer(batch_ids)
-    t_ns = pdf["event_time"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    vals = unpack_rows(pdf["values"].to_numpy(), np.float64, n_features)
+    t_ns = readings.column("event_time").to_numpy()
+    vals = fixed_to_numpy(readings.column("values"), n_features)
     res = assemble_many(codes, t_ns, vals, tail_c, tail_t, tail_v, last, length, max_gap_ns)
     state.update((encode_bucket_state(known.to_numpy(dtype=object), res.last_time, res.tail_codes,
                                       res.tail_times, res.tail_values, buckets),))
-    n = len(pdf)
-    has = res.window_row >= 0
-    win = np.full(n, None, dtype=object)
-    wt = np.full(n, None, dtype=object)
-    if has.any():
-        win[has] = pack_rows(res.windows.reshape(len(res.windows), length * n_features), np.float64)[res.window_row[has]]
-        wt[has] = pack_rows(res.window_times, np.int64)[res.window_row[has]]
-    status = np.array([STATUS_NAMES[c] for c in range(len(STATUS_NAMES))], dtype=object)[res.status]
-    reason = np.full(n, None, dtype=object)
-    reason[res.status == LATE] = LATE_REASON
-    reason[res.status == DUPLICATE] = DUPLICATE_REASON
-    # the raw line goes on only for rejects (late, duplicate): scored readings leave it here
-    raw = np.where(res.status >= LATE, pdf["raw"].to_numpy(dtype=object), None)
-    return pd.DataFrame({"sensor_id": batch_ids, "event_time": pdf["event_time"], "values": pdf["values"],
-                         "raw": raw, "status": status, "reject_reason": reason,
-                         "window": win, "window_times": wt})
+    has = np.flatnonzero(res.window_row >= 0)
+    rows = res.window_row[has]
+    windows = pa.table({"sensor_id": pa.array(batch_ids[has], pa.string()),
+                        "event_time": pa.array(t_ns[has], pa.int64()),
+                        "values": _fixed(vals[has]),
+                        "window": _fixed(res.windows[rows].reshape(len(rows), length * n_features)),
+                        "window_times": _fixed(res.window_times[rows])})
+    bad = np.flatnonzero(res.status >= LATE)  # late, duplicate
+    status = np.array([STATUS_NAMES[c] for c in range(len(STATUS_NAMES))], dtype=object)[res.status[bad]]
+    reasons = np.where(res.status[bad] == LATE, LATE_REASON, DUPLICATE_REASON)
+    rejects = rejects_table(readings.column("raw").take(pa.array(bad)), reasons.tolist(), batch_ids[bad],
+                            t_ns[bad], status.tolist())
+    return windows, rejects, int((res.status == WARMUP).sum())
 
 
-def make_score_udf(bundle_path: str, threads: int, length: int, n_features: int):
-    """The pandas UDF: scores every window of an Arrow batch in one model call.
+_FROZEN: set[str] = set()
 
-    The bundle is loaded once per Python worker (``load_bundle`` caches it) and reused by
-    every later batch that worker runs.
+
+def _freeze_once(key: str) -> None:
+    """Hide a Python worker's long-lived objects (the model, its compiled functions) from the
+    garbage collector, once, after their first use: PySpark runs a full ``gc.collect()`` after
+    every task, and walking them cost about 0.4 s per task (see worker_daemon.py)."""
+    if key not in _FROZEN:
+        import gc
+        gc.collect()
+        gc.freeze()
+        _FROZEN.add(key)
+
+
+def score_chunks(windows: pd.Series, bundle_path: str, threads: int, length: int, n_features: int,
+                 keep_scores: bool = False) -> pd.DataFrame:
+    """Score every window of a batch of chunks in one model call (the pandas UDF's body).
+
+    ``windows``: the chunks' windows tables (IPC, None for chunks without windows). Returns
+    one row per chunk (``SCORE_SCHEMA``): windows scored, the flagged ones (``anomalies``:
+    sensor_id, event_time, values, score, threshold, is_anomaly) and, with ``keep_scores``,
+    every scored window (``scores``, same columns). The bundle is loaded once per Python
+    worker (``load_bundle`` caches it) and reused by every later batch that worker runs.
     """
+    import pyarrow as pa
+    from sentinel.model import load_bundle
+    from sentinel.scoring import flag, score_windows
+
+    tables = [pa.ipc.open_stream(b).read_all() if b is not None else None for b in windows.tolist()]
+    counts = np.array([t.num_rows if t is not None else 0 for t in tables], dtype=np.int64)
+    anomalies, scores_out = [None] * len(tables), [None] * len(tables)
+    if counts.sum():
+        table = pa.concat_tables([t for t in tables if t is not None])
+        bundle = load_bundle(bundle_path, threads)
+        w = fixed_to_numpy(table.column("window"), length * n_features).reshape(-1, length, n_features)
+        t = fixed_to_numpy(table.column("window_times"), length).astype(np.int64)
+        sids = table.column("sensor_id").to_numpy(zero_copy_only=False)
+        s = score_windows(bundle, w, t, sids)
+        _freeze_once(bundle_path)
+        thr, flags = flag(bundle, s, sids)
+        result = table.select(["sensor_id", "event_time", "values"]).append_column(
+            "score", pa.array(s, pa.float64())).append_column(
+            "threshold", pa.array(thr, pa.float64())).append_column("is_anomaly", pa.array(flags))
+        offset = 0
+        for i, n in enumerate(counts):
+            if n:
+                part = result.slice(offset, n)
+                flagged = part.filter(part.column("is_anomaly"))
+                anomalies[i] = encode_table(flagged) if flagged.num_rows else None
+                scores_out[i] = encode_table(part) if keep_scores else None
+                offset += n
+    return pd.DataFrame({"n_scored": counts, "anomalies": anomalies, "scores": scores_out})
+
+
+def make_score_udf(bundle_path: str, threads: int, length: int, n_features: int, keep_scores: bool = False):
+    """The pandas UDF over the ``windows`` column: :func:`score_chunks`."""
     from pyspark.sql.functions import pandas_udf
 
     @pandas_udf(SCORE_SCHEMA)
-    def score(sensor_id: pd.Series, window: pd.Series, window_times: pd.Series) -> pd.DataFrame:
-        from sentinel.model import load_bundle
-        from sentinel.scoring import flag, score_windows
-
-        n = len(sensor_id)
-        scores, thresholds, flags = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=bool)
-        has = window.notna().to_numpy()
-        if has.any():
-            bundle = load_bundle(bundle_path, threads)
-            w = unpack_rows(window.to_numpy()[has], np.float64, length * n_features).reshape(-1, length, n_features)
-            t = unpack_rows(window_times.to_numpy()[has], np.int64, length)
-            sids = sensor_id.to_numpy()[has]
-            scores[has] = score_windows(bundle, w, t, sids)
-            thresholds[has], flags[has] = flag(bundle, scores[has], sids)
-        return pd.DataFrame({"score": scores, "threshold": thresholds, "is_anomaly": flags})
+    def score(windows: pd.Series) -> pd.DataFrame:
+        return score_chunks(windows, bundle_path, threads, length, n_features, keep_scores)
 
     return score
 
 
-def build_stream(spark, settings: Settings, bundle_path: str, manifest: dict, source_df=None):
-    """Wire the streaming DataFrame (everything up to the sinks). ``source_df`` overrides the
-    configured source (tests feed a file or memory stream)."""
-    from pyspark.sql import functions as F
-
+def build_stream(spark, settings: Settings, bundle_path: str, manifest: dict, source_df=None,
+                 keep_scores: bool = False):
+    """Wire the streaming DataFrame (everything up to the sinks): one row per chunk with
+    ``bucket, n_events, n_warmup, rejects, n_scored, anomalies, scores`` (tables as Arrow IPC;
+    :func:`collect_batch` turns a micro-batch of them into frames). ``source_df`` overrides the
+    configured source (tests feed a file or memory stream); ``keep_scores`` keeps every
+    scored window, not only the anomalies (for the S3 scores sink and tests)."""
     raw = source_df if source_df is not None else read_source(spark, settings)
-    parsed = raw.mapInPandas(_parse_batches(settings.data), PARSED_SCHEMA)
-    # raw, sensor_id, event_time, values, reject_reason
+    buckets = settings.stream.state_buckets
+    chunks = raw.mapInPandas(_parse_batches(settings.data, buckets), CHUNK_SCHEMA)
     # No Spark watermark or dropDuplicates here on purpose: both drop late rows silently.
     # The window state de-duplicates and orders per sensor instead, and rejects what it drops.
     # Malformed lines travel under one reserved key through the same operator (which passes
     # them on untouched), so the source is read and parsed once, with no union.
-    buckets = settings.stream.state_buckets
-    keyed = parsed.withColumn("bucket", F.when(F.col("reject_reason").isNull(),
-                                               F.pmod(F.xxhash64("sensor_id"), F.lit(buckets)))
-                              .otherwise(F.lit(REJECT_BUCKET)))
     length = int(manifest["window"]["length"])
     n_features = len(manifest["features"])
     max_gap_ns = int(manifest["window"]["max_gap_s"]) * NS_PER_S
-    staged = keyed.groupBy("bucket").transformWithStateInPandas(
+    staged = chunks.groupBy("bucket").transformWithStateInPandas(
         WindowProcessor(length, max_gap_ns, n_features, buckets), STAGED_SCHEMA, "Append", "None")
-    # sensor_id, event_time, values, raw, status, reject_reason, window, window_times
-    score = make_score_udf(bundle_path, settings.spark.python_threads, length, n_features)
-    return staged.withColumn("s", score("sensor_id", "window", "window_times")).select(
-        "sensor_id", "event_time", "values", "raw", "status", "reject_reason",
-        "s.score", "s.threshold", "s.is_anomaly")
-    # sensor_id, event_time, values, raw, status, reject_reason, score, threshold, is_anomaly
+    score = make_score_udf(bundle_path, settings.spark.python_threads, length, n_features, keep_scores)
+    return staged.withColumn("s", score("windows")).select(
+        "bucket", "n_events", "n_warmup", "rejects", "s.n_scored", "s.anomalies", "s.scores")
+
+
+@dataclass
+class BatchData:
+    """One micro-batch, collected on the driver: counts and the frames the sinks write."""
+
+    events: int
+    scored: int
+    warmup: int
+    anomalies: pd.DataFrame   # sensor_id, event_time (UTC), values (vectors), score, threshold, is_anomaly
+    rejects: pd.DataFrame     # raw, reject_reason, sensor_id, event_time (UTC), status
+    scores: pd.DataFrame | None  # like anomalies, every scored window (keep_scores only)
+
+
+def _frame(table, n_features: int) -> pd.DataFrame:
+    cols = ["sensor_id", "event_time", "values", "score", "threshold", "is_anomaly"]
+    if table is None:
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame({"sensor_id": table.column("sensor_id").to_numpy(zero_copy_only=False),
+                       "event_time": pd.to_datetime(table.column("event_time").to_numpy(), utc=True)})
+    df["values"] = list(fixed_to_numpy(table.column("values"), n_features))
+    for c in cols[3:]:
+        df[c] = table.column(c).to_numpy(zero_copy_only=False)
+    return df
+
+
+def collect_batch(batch, n_features: int, keep_scores: bool = False) -> BatchData:
+    """A micro-batch of chunks (``build_stream``'s rows) -> :class:`BatchData`, in one pass.
+    ``keep_scores``: the stream was built with it (``scores`` is then a frame, else None)."""
+    rows = batch.select("n_events", "n_warmup", "n_scored", "rejects", "anomalies", "scores").collect()
+    rej = decode_tables(r["rejects"] for r in rows)
+    if rej is None:
+        rejects = pd.DataFrame(columns=["raw", "reject_reason", "sensor_id", "event_time", "status"])
+    else:
+        rejects = rej.to_pandas().rename(columns={"reason": "reject_reason"})
+        rejects["event_time"] = pd.to_datetime(rejects["event_time"], utc=True)
+    return BatchData(events=sum(r["n_events"] for r in rows), scored=sum(r["n_scored"] or 0 for r in rows),
+                     warmup=sum(r["n_warmup"] for r in rows),
+                     anomalies=_frame(decode_tables(r["anomalies"] for r in rows), n_features),
+                     rejects=rejects,
+                     scores=_frame(decode_tables(r["scores"] for r in rows), n_features) if keep_scores else None)
 
 
 class BatchWriter:
@@ -309,68 +461,47 @@ class BatchWriter:
 
     def __init__(self, sinks, model_version: str, features: list[str]):
         self.sinks, self.model_version, self.features = sinks, model_version, features
+        self.keep_scores = any(getattr(s, "wants_scores", False) for s in sinks)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(sinks)), thread_name_prefix="sink")
         self.totals = {"events": 0, "rejects": 0, "anomalies": 0, "windows": 0, "batches": 0}
 
     def __call__(self, batch, batch_id: int) -> None:
-        from pyspark.sql import functions as F
         t0 = time.time()
-        score_sinks = [s for s in self.sinks if getattr(s, "wants_scores", False)]
-        if score_sinks:
-            batch.persist()  # a second pass reads every score: TensorFlow must not run twice
-        try:
-            # One pass over the batch: the counts, plus the rows the sinks need (anomalies and
-            # rejects, normally few) gathered with collect_list, which skips the nulls.
-            keep = F.col("is_anomaly") | F.col("status").isin("reject", "late", "duplicate")
-            cols = ["sensor_id", "event_time", "values", "raw", "status", "reject_reason", "score", "threshold",
-                    "is_anomaly"]
-            summary = batch.agg(
-                *[F.count_if(F.col("status") == st).alias(st) for st in ("window", "warmup")],
-                F.count("*").alias("events"),
-                # event time as epoch microseconds: Row collection would turn timestamps into
-                # naive datetimes in the Python process's local zone.
-                F.collect_list(F.when(keep, F.struct(*[F.unix_micros(c).alias(c) if c == "event_time" else c
-                                                       for c in cols]))).alias("rows")).collect()[0]
-            t_compute = time.time() - t0
-            kept = pd.DataFrame([r.asDict() for r in summary["rows"]], columns=cols)
-            kept["values"] = unpack_values(kept["values"], len(self.features))
-            kept["event_time"] = pd.to_datetime(kept["event_time"], unit="us", utc=True)
-            counts = {"window": (summary["window"], 0), "warmup": (summary["warmup"], 0),
-                      "other": (summary["events"] - summary["window"] - summary["warmup"], 0)}
-            flagged = kept[kept["is_anomaly"].fillna(False).astype(bool)]
-            anomalies = anomaly_records(flagged, self.model_version, batch_id, self.features)
-            rejects = reject_records(kept[kept["status"] != "window"], batch_id)
-            t_sinks = time.time()
+        # One pass: the chunks hold the counts, the anomalies, the rejects and (S3 scores
+        # sink only) every score, so nothing runs twice and nothing needs persisting.
+        data = collect_batch(batch, len(self.features), self.keep_scores)
+        t_compute = time.time() - t0
+        anomalies = anomaly_records(data.anomalies, self.model_version, batch_id, self.features)
+        rejects = reject_records(data.rejects, batch_id)
+        scores = None
+        if data.scores is not None:  # every scored reading, for the data lake (S3 write_scores)
+            from sentinel.sinks.s3 import score_records
+            scores = score_records(data.scores, self.model_version, batch_id, self.features)
+
+        def write(sink):
+            sink.write(anomalies, rejects, batch_id)
+            if scores is not None and getattr(sink, "wants_scores", False):
+                sink.write_scores(scores, batch_id)
+
+        t_sinks = time.time()
+        # The sinks wait on their servers and disks, not on Python: write them side by side.
+        # Each has its own connection; any failure fails the batch (Spark re-runs it, and the
+        # natural keys make the sinks that did write ignore the repeat).
+        if len(self.sinks) > 1:
+            for future in [self._pool.submit(write, sink) for sink in self.sinks]:
+                future.result()
+        else:
             for sink in self.sinks:
-                sink.write(anomalies, rejects, batch_id)
-            t_sinks = time.time() - t_sinks
-            if score_sinks:  # every scored reading, for the data lake (S3 write_scores)
-                from sentinel.sinks.s3 import score_records
-                scored = batch.filter(F.col("status") == "window").select(
-                    "sensor_id", "event_time", "values", "score", "threshold", "is_anomaly").toPandas()
-                scored["values"] = unpack_values(scored["values"], len(self.features))
-                scores = score_records(scored, self.model_version, batch_id, self.features)
-                for sink in score_sinks:
-                    sink.write_scores(scores, batch_id)
-        finally:
-            if score_sinks:
-                batch.unpersist()
-        n_events = sum(n for n, _ in counts.values())
-        n_windows = counts.get("window", (0, 0))[0]
-        self.totals["events"] += n_events
+                write(sink)
+        t_sinks = time.time() - t_sinks
+        self.totals["events"] += data.events
         self.totals["rejects"] += len(rejects)
         self.totals["anomalies"] += len(anomalies)
-        self.totals["windows"] += n_windows
+        self.totals["windows"] += data.scored
         self.totals["batches"] += 1
         log.info("batch %d: events=%d scored=%d warmup=%d rejects=%d anomalies=%d duration=%.2fs "
-                 "(compute %.2fs, sinks %.2fs)", batch_id, n_events, n_windows,
-                 counts.get("warmup", (0, 0))[0], len(rejects), len(anomalies), time.time() - t0,
-                 t_compute, t_sinks)
-
-
-def unpack_values(packed: pd.Series, n_features: int) -> list:
-    """Packed ``values`` (binary, null for lines that did not parse) -> one vector (or None) each."""
-    return [np.frombuffer(bytes(v), dtype=np.float64, count=n_features)
-            if isinstance(v, (bytes, bytearray, memoryview)) else None for v in packed]
+                 "(compute %.2fs, sinks %.2fs)", batch_id, data.events, data.scored, data.warmup,
+                 len(rejects), len(anomalies), time.time() - t0, t_compute, t_sinks)
 
 
 def anomaly_records(df: pd.DataFrame, model_version: str, batch_id: int, features: list[str]) -> pd.DataFrame:
@@ -421,7 +552,7 @@ def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: st
     """
     st = settings.stream
     writer = BatchWriter(sinks, bundle.version, bundle.features)
-    df = build_stream(spark, settings, bundle_ref or bundle.path, bundle.manifest, source_df)
+    df = build_stream(spark, settings, bundle_ref or bundle.path, bundle.manifest, source_df, writer.keep_scores)
     query = (df.writeStream.foreachBatch(writer)
              .option("checkpointLocation", st.checkpoint)
              .trigger(processingTime=f"{st.trigger_s} seconds")
@@ -439,7 +570,10 @@ def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: st
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, on_signal)
     last_data = time.time()
-    progress: list[dict] = []  # one summary per finished micro-batch (for benchmarks)
+    # One summary per finished micro-batch, kept up to date while the query runs: benchmarks
+    # read it from another thread.
+    progress = LAST_PROGRESS
+    progress.clear()
 
     def record_progress():
         for p in query.recentProgress:
@@ -479,5 +613,4 @@ def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: st
     if query.exception() is not None:
         raise RuntimeError(f"streaming query failed: {query.exception()}")
     log.info("deploy finished: %s", writer.totals)
-    LAST_PROGRESS[:] = progress
     return writer.totals

@@ -1,13 +1,15 @@
 """Replaying a micro-batch into SQLite adds nothing (the foreachBatch writer, with Spark)."""
+import json
 import sqlite3
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from sentinel.sinks.sqlite import SqliteSink
-from sentinel.stream import BatchWriter, anomaly_records, reject_records
+from sentinel.stream import BatchWriter, anomaly_records, encode_table, reject_records, rejects_table
 
 pytestmark = pytest.mark.spark
 
@@ -18,30 +20,37 @@ def _counts(path):
                 con.execute("SELECT count(*) FROM rejects").fetchone()[0])
 
 
-def _packed(*values: float) -> bytes:
-    """Readings as the stream carries them: packed float64."""
-    return np.array(values, dtype=np.float64).tobytes()
+def _chunk(rows):
+    """(sensor, event_time, value, score, threshold) rows -> an anomalies chunk as the stream carries it."""
+    return encode_table(pa.table({
+        "sensor_id": [r[0] for r in rows],
+        "event_time": pa.array([int(pd.Timestamp(r[1], tz="UTC").value) for r in rows], pa.int64()),
+        "values": pa.FixedSizeListArray.from_arrays(pa.array([float(r[2]) for r in rows]), 1),
+        "score": [r[3] for r in rows], "threshold": [r[4] for r in rows], "is_anomaly": [True] * len(rows)}))
 
 
 def test_replayed_batch_is_a_no_op(spark, tmp_path):
     sink = SqliteSink(tmp_path / "a.db")
     sink.setup()
-    rows = [("PT-1", datetime(2026, 1, 1, 0, 0), _packed(30.0), "l1", "window", None, 5.0, 1.0, True),
-            ("PT-1", datetime(2026, 1, 1, 0, 5), _packed(31.0), "l2", "window", None, 0.5, 1.0, False),
-            ("PT-2", datetime(2026, 1, 1, 0, 0), _packed(20.0), "l3", "window", None, 3.0, 1.0, True),
-            (None, None, None, "junk", "reject", "not_json: x", None, None, None),
-            (None, None, None, "junk", "reject", "not_json: x", None, None, None)]
-    schema = ("sensor_id string, event_time timestamp, `values` binary, raw string, status string, "
-              "reject_reason string, score double, threshold double, is_anomaly boolean")
+    junk = rejects_table(["junk", "junk"], ["not_json: x", "not_json: x"], [None, None], [None, None],
+                         ["reject", "reject"])
+    rows = [(0, 3, 0, None, 3, _chunk([("PT-1", datetime(2026, 1, 1, 0, 0), 30.0, 5.0, 1.0)]), None),
+            (1, 1, 0, None, 1, _chunk([("PT-2", datetime(2026, 1, 1, 0, 0), 20.0, 3.0, 1.0)]), None),
+            (-1, 2, 0, encode_table(junk), 0, None, None)]
+    schema = ("bucket int, n_events long, n_warmup long, rejects binary, n_scored long, anomalies binary, "
+              "scores binary")
     batch = spark.createDataFrame(rows, schema)
     writer = BatchWriter([sink], "v1", ["pressure"])
     writer(batch, 7)
     assert _counts(sink.path) == (2, 2)  # two identical junk lines are two rejects
+    assert writer.totals == {"events": 6, "rejects": 2, "anomalies": 2, "windows": 4, "batches": 1}
     writer(batch, 7)  # Spark re-runs batch 7 after a restart
     assert _counts(sink.path) == (2, 2)
     with sqlite3.connect(sink.path) as con:
         sev = dict(con.execute("SELECT sensor_id, severity FROM anomalies"))
+        vals = dict(con.execute("SELECT sensor_id, \"values\" FROM anomalies"))
     assert sev == {"PT-1": 5.0, "PT-2": 3.0}
+    assert json.loads(vals["PT-1"]) == {"pressure": 30.0}
 
 
 def test_same_anomaly_under_another_model_version_is_kept(tmp_path):

@@ -45,11 +45,11 @@ def streamed(spark, tiny_settings, tiny_bundle, tiny_network, tmp_path_factory):
     bundle = load_bundle(str(tiny_bundle))
     raw = (spark.readStream.format("text").option("maxFilesPerTrigger", 1).load(str(src))
            .selectExpr("value AS raw", "CAST(NULL AS STRING) AS key"))
-    df = stream.build_stream(spark, settings, bundle.path, bundle.manifest, raw)
+    df = stream.build_stream(spark, settings, bundle.path, bundle.manifest, raw, keep_scores=True)
     batches = []
 
     def collect(batch, batch_id):
-        batches.append(batch.drop("raw").toPandas().assign(batch_id=batch_id))
+        batches.append(stream.collect_batch(batch, len(bundle.features), keep_scores=True))
 
     q = (df.writeStream.foreachBatch(collect).option("checkpointLocation", settings.stream.checkpoint)
          .trigger(availableNow=True).start())
@@ -58,34 +58,43 @@ def streamed(spark, tiny_settings, tiny_bundle, tiny_network, tmp_path_factory):
     finally:
         q.stop()
     assert q.exception() is None
-    return r, pd.concat(batches, ignore_index=True), bundle, settings, len(batches)
+    return r, batches, bundle, settings
 
 
 def test_every_line_comes_out_once_over_several_micro_batches(streamed):
-    readings, out, _, _, n_batches = streamed
-    assert n_batches >= 6
-    assert len(out) == len(readings) + 3  # readings + 2 malformed + 1 late
-    assert out["status"].value_counts().to_dict().keys() <= {"window", "warmup", "reject", "late"}
+    readings, batches, bundle, _ = streamed
+    assert len(batches) >= 6
+    assert sum(b.events for b in batches) == len(readings) + 3  # readings + 2 malformed + 1 late
+    scored = sum(b.scored for b in batches)
+    assert scored == sum(len(b.scores) for b in batches)
+    assert scored + sum(b.warmup for b in batches) + sum(len(b.rejects) for b in batches) == len(readings) + 3
+    # anomalies are exactly the flagged scores
+    flagged = sum(int(b.scores["is_anomaly"].sum()) for b in batches)
+    assert flagged == sum(len(b.anomalies) for b in batches)
 
 
 def test_streamed_scores_equal_the_batch_path(streamed):
-    readings, out, bundle, settings, _ = streamed
+    readings, batches, bundle, settings = streamed
     batch = score_table(bundle, readings.rename(columns={}), settings)
     batch["event_time"] = pd.to_datetime(batch["timestamp"], utc=True)
-    s = out[out.status == "window"].copy()
-    s["event_time"] = pd.to_datetime(s["event_time"]).dt.tz_localize("UTC") if s["event_time"].dt.tz is None else s["event_time"]
+    s = pd.concat([b.scores for b in batches], ignore_index=True)
     merged = s.merge(batch[batch.score.notna()], on=["sensor_id", "event_time"], suffixes=("_stream", "_batch"),
                      how="outer", indicator=True)
     assert (merged["_merge"] == "both").all(), merged["_merge"].value_counts()
     np.testing.assert_allclose(merged["score_stream"], merged["score_batch"], rtol=1e-4, atol=1e-7)
     assert (merged["is_anomaly_stream"].astype(bool) == merged["is_anomaly_batch"].astype(bool)).all()
     # warm-up: the first W-1 readings of each sensor have no window in either path
-    assert (out.status == "warmup").sum() == batch["score"].isna().sum() == 4 * (bundle.length - 1)
+    assert sum(b.warmup for b in batches) == batch["score"].isna().sum() == 4 * (bundle.length - 1)
+    # the stream carries each reading's own values with its score
+    got = s.sort_values(["sensor_id", "event_time"])
+    want = readings.assign(event_time=pd.to_datetime(readings["timestamp"], utc=True)).merge(
+        got[["sensor_id", "event_time"]], on=["sensor_id", "event_time"]).sort_values(["sensor_id", "event_time"])
+    np.testing.assert_allclose(np.stack(got["values"]).ravel(), want["pressure"].to_numpy(), atol=1e-4)  # JSON: 4 decimals
 
 
 def test_malformed_and_late_lines_become_rejects(streamed):
-    _, out, *_ = streamed
-    rej = out[out.status.isin(["reject", "late"])]
+    _, batches, *_ = streamed
+    rej = pd.concat([b.rejects for b in batches if len(b.rejects)], ignore_index=True)
     reasons = sorted(r.split(":")[0] for r in rej.reject_reason)
     assert reasons == ["late", "non_numeric", "not_json"]
     assert rej[rej.status == "late"].sensor_id.notna().all()

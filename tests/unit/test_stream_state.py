@@ -1,12 +1,14 @@
-"""The streaming window state of one bucket, without Spark: encoding, and process_bucket's
-hand-off (packed rows, statuses, the state it writes back). Spark runs the same function in
-tests/integration/test_stream_windows.py."""
+"""The streaming window state of one bucket, without Spark: chunk encoding, bucket state,
+and process_bucket's hand-off (the windows and rejects tables, the state it writes back).
+Spark runs the same functions in tests/integration/test_stream_windows.py."""
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 import pytest
 
-from sentinel.stream import (DUPLICATE_REASON, LATE_REASON, decode_bucket_state, encode_bucket_state,
-                             pack_rows, process_bucket, unpack_rows)
+from sentinel.config import load_settings
+from sentinel.stream import (DUPLICATE_REASON, LATE_REASON, REJECT_BUCKET, bucket_of, decode_bucket_state,
+                             decode_tables, encode_bucket_state, encode_table, fixed_to_numpy, parse_chunks,
+                             process_bucket, readings_table)
 
 S = 1_000_000_000
 
@@ -25,18 +27,40 @@ class Cell:
 
 
 def readings(*rows):
-    """(sensor, seconds, value) -> the parsed frame the stream hands to the state."""
-    return pd.DataFrame({"sensor_id": [r[0] for r in rows],
-                         "event_time": pd.to_datetime([r[1] * S for r in rows], utc=True),
-                         "values": list(pack_rows(np.array([[r[2]] for r in rows]), np.float64)),
-                         "raw": [f"line {i}" for i in range(len(rows))]})
+    """(sensor, seconds, value) -> the readings table the stream hands to the state."""
+    return readings_table([r[0] for r in rows], np.array([r[1] * S for r in rows], dtype=np.int64),
+                          np.array([[r[2]] for r in rows]), [f"line {i}" for i in range(len(rows))])
 
 
-def test_packed_rows_round_trip():
-    m = np.arange(12.0).reshape(4, 3)
-    assert unpack_rows(pack_rows(m, np.float64), np.float64, 3).tolist() == m.tolist()
-    t = np.array([[1, -2], [3, 2**62]])
-    assert unpack_rows(pack_rows(t, np.int64), np.int64, 2).tolist() == t.tolist()
+def test_chunk_tables_round_trip():
+    t = readings(("a", 1, 2.0), ("b", 3, 4.0))
+    back = decode_tables([encode_table(t), None, encode_table(t.slice(1))])
+    assert back.column("sensor_id").to_pylist() == ["a", "b", "b"]
+    assert fixed_to_numpy(back.column("values"), 1).ravel().tolist() == [2.0, 4.0, 4.0]
+    assert decode_tables([None]) is None
+
+
+def test_buckets_are_stable_and_in_range():
+    ids = np.array([f"PT-{i:04d}" for i in range(500)], dtype=object)
+    b = bucket_of(ids, 16)
+    assert b.min() >= 0 and b.max() < 16 and len(set(b.tolist())) == 16
+    assert bucket_of(ids[::-1], 16).tolist() == b[::-1].tolist()  # per id, not per position
+    assert bucket_of(np.array(["PT-0001"], dtype=object), 16)[0] == 1244642405 % 16  # zlib.crc32(b"PT-0001"): must never change
+
+
+def test_parse_chunks_splits_by_bucket_and_sends_bad_lines_to_the_reject_bucket():
+    data = load_settings(None).data
+    lines = ['{"sensor_id": "PT-%04d", "timestamp": "2026-01-01T00:0%d:00Z", "pressure": 40.5}' % (i, i)
+             for i in range(6)] + ["garbage"]
+    chunks = parse_chunks(lines, [None] * len(lines), data, 4)
+    by_bucket = {b: decode_tables([blob]) for b, blob in zip(chunks["bucket"], chunks["rows"])}
+    bad = by_bucket.pop(REJECT_BUCKET)
+    assert bad.column("raw").to_pylist() == ["garbage"] and bad.column("reason")[0].as_py().startswith("not_json")
+    ids = sorted(x for t in by_bucket.values() for x in t.column("sensor_id").to_pylist())
+    assert ids == [f"PT-{i:04d}" for i in range(6)]
+    for b, t in by_bucket.items():
+        assert set(bucket_of(np.array(t.column("sensor_id").to_pylist(), dtype=object), 4)) == {b}
+        assert fixed_to_numpy(t.column("values"), 1).ravel().tolist() == [40.5] * t.num_rows
 
 
 def test_bucket_state_round_trip_and_settings_check():
@@ -52,18 +76,27 @@ def test_bucket_state_round_trip_and_settings_check():
         decode_bucket_state(blob, 8, 1)
 
 
+def test_old_checkpoints_are_refused_with_one_sentence():
+    old = pa.table({"sensor_id": ["a"]}).replace_schema_metadata({"buckets": "8", "features": "1"})
+    with pytest.raises(ValueError, match="older version .* new stream.checkpoint"):
+        decode_bucket_state(encode_table(old), 8, 1)
+
+
 def test_process_bucket_carries_windows_across_batches_and_rejects_late_and_duplicates():
     state = Cell()
-    first = process_bucket(readings(("a", 0, 1.), ("b", 0, 10.), ("a", 60, 2.)), state, 3, 600 * S, 1, 4)
-    assert first["status"].tolist() == ["warmup"] * 3
-    assert first["raw"].isna().all()  # scored or warming up: the raw line stays behind
-    second = process_bucket(readings(("a", 120, 3.), ("b", 60, 11.), ("a", 60, 9.), ("a", 30, 9.)),
-                            state, 3, 600 * S, 1, 4)
-    assert second["status"].tolist() == ["window", "warmup", "duplicate", "late"]
-    assert second["reject_reason"].tolist()[2:] == [DUPLICATE_REASON, LATE_REASON]
-    assert second["raw"].tolist()[2:] == ["line 2", "line 3"]
-    assert unpack_rows([second["window"][0]], np.float64, 3).tolist() == [[1., 2., 3.]]
-    assert (unpack_rows([second["window_times"][0]], np.int64, 3) // S).tolist() == [[0, 60, 120]]
+    w, rej, warm = process_bucket(readings(("a", 0, 1.), ("b", 0, 10.), ("a", 60, 2.)), state, 3, 600 * S, 1, 4)
+    assert (w.num_rows, rej.num_rows, warm) == (0, 0, 3)
+    w, rej, warm = process_bucket(readings(("a", 120, 3.), ("b", 60, 11.), ("a", 60, 9.), ("a", 30, 9.)),
+                                  state, 3, 600 * S, 1, 4)
+    assert warm == 1  # b's second reading
+    assert w.column("sensor_id").to_pylist() == ["a"] and w.column("event_time").to_pylist() == [120 * S]
+    assert fixed_to_numpy(w.column("window"), 3).tolist() == [[1., 2., 3.]]
+    assert (fixed_to_numpy(w.column("window_times"), 3) // S).tolist() == [[0, 60, 120]]
+    assert fixed_to_numpy(w.column("values"), 1).tolist() == [[3.]]
+    assert rej.column("status").to_pylist() == ["duplicate", "late"]
+    assert rej.column("reason").to_pylist() == [DUPLICATE_REASON, LATE_REASON]
+    assert rej.column("raw").to_pylist() == ["line 2", "line 3"]  # only rejects carry their line on
+    assert rej.column("sensor_id").to_pylist() == ["a", "a"]
     ids, last, codes, times, _ = decode_bucket_state(state.get()[0], 4, 1)
     assert dict(zip(ids, last // S)) == {"a": 120, "b": 60}
     assert (times[codes == list(ids).index("a")] // S).tolist() == [60, 120]  # W-1 = 2 readings kept
