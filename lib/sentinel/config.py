@@ -150,7 +150,7 @@ class SinkSettings:
 class SparkSettings:
     master: str = "local[*]"
     app_name: str = "pressure-sentinel"
-    shuffle_partitions: int = 4
+    shuffle_partitions: int = 2
     arrow_max_records: int = 10000
     preload_tensorflow: bool = True
     state_store: str = "rocksdb"
