@@ -9,8 +9,9 @@ Measured in one run, on the same machine and events:
    batches; the practical ceiling of the model on this CPU. `model.predict` for reference.
 2. end to end, saturated: a backlog of events from N sensors in Kafka -> deploy job (per-sensor
    state, pandas UDF) -> SQLite + PostgreSQL; sustained events/s over the steady micro-batches.
-3. latency: events offered at `--latency-rate` events/s with a 1-second trigger; for every
-   anomaly, store write time minus the event's send time (p50/p95/p99).
+3. latency: after a warm-up (each sensor's first W readings, scored before the clock starts),
+   events offered at `--latency-rate` events/s with a 1-second trigger; for every anomaly,
+   store write time minus the event's send time (p50/p95/p99). Start-up is reported apart.
 4. baseline: the older system's scoring rebuilt from its description (collect the batch, one
    `model.predict` on single-step windows, then per row two more collects and an SQLite insert
    with a commit), on micro-batches of 1,000 from the same topic, for `--baseline-seconds`.
@@ -348,7 +349,8 @@ def main(argv=None) -> int:
         log(f"3/5 latency at {args.latency_rate:.0f} events/s")
         results["latency"] = lat = latency(spark, settings, bundle, args.bootstrap, tmp, args.sensors,
                                            args.latency_rate, args.latency_seconds)
-        log(f"    p50 {lat['p50_s']:.2f} s, p95 {lat['p95_s']:.2f} s, p99 {lat['p99_s']:.2f} s over {lat['anomalies_timed']} anomalies")
+        log(f"    p50 {lat['p50_s']:.2f} s, p95 {lat['p95_s']:.2f} s, p99 {lat['p99_s']:.2f} s over {lat['anomalies_timed']} anomalies "
+            f"(start-up {lat['startup_s']:.0f} s)")
         log(f"4/5 baseline (older system's per-row approach) for {args.baseline_seconds:.0f} s")
         results["baseline"] = base = baseline(spark, settings, bundle, args.bootstrap, tmp, args.baseline_seconds)
         log(f"    {base['events_per_s']:.1f} events/s")
@@ -368,6 +370,7 @@ def main(argv=None) -> int:
     print(f"end to end / model-only                 {e2e / ceiling:>12.0%}     >= 75 %")
     print(f"latency p50 / p95 / p99 (s) at {results['latency']['offered_rate']:.0f}/s  "
           f"{results['latency']['p50_s']:.2f} / {results['latency']['p95_s']:.2f} / {results['latency']['p99_s']:.2f}   p95 <= 3 s")
+    print(f"  (timed once warm; start-up to the first scored batch {results['latency']['startup_s']:.0f} s)")
     print(f"baseline (events/s)                     {results['baseline']['events_per_s']:>12,.1f}")
     print(f"speed-up over baseline                  {e2e / results['baseline']['events_per_s']:>12,.0f}x    >= 500x")
     for st in results["state"]:

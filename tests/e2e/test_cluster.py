@@ -210,7 +210,7 @@ def _scoring_tasks(api: str) -> list[dict]:
     """Successful tasks that assembled and scored windows, from the REST API.
 
     In each job of a micro-batch, the source stage reads Kafka (input records, no shuffle read)
-    and shuffles the readings by sensor; the stage that reads exactly those records runs the
+    and shuffles chunks of readings by state bucket; the stage that reads exactly those records runs the
     state operator and, pipelined with it, the scoring UDF (see ``_state_feeds_udf_directly``).
     Its tasks with shuffle input are the ones that scored.
     """
@@ -341,7 +341,7 @@ def test_scoring_ran_on_both_workers(cluster_run):
     per_exec: dict[str, int] = {}
     for t in scoring:
         per_exec[t["executorId"]] = per_exec.get(t["executorId"], 0) + t["taskMetrics"]["shuffleReadMetrics"]["recordsRead"]
-    print(f"\nreadings scored per executor: {per_exec} (executor -> worker: {hosts})")
-    # Every reading went through those tasks once, and both executors took a share.
-    assert sum(per_exec.values()) == cluster_run["sent"]
+    print(f"\nchunks scored per executor: {per_exec} (executor -> worker: {hosts})")
+    # Both executors took a share of the chunks (state buckets' readings). That every reading
+    # was scored once is checked on the job's counts (test_cluster_and_local_find_the_same_anomalies).
     assert set(per_exec) == set(hosts) and all(n > 0 for n in per_exec.values()), per_exec
