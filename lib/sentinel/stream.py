@@ -100,10 +100,16 @@ def encode_table(table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def decode_table(blob: bytes):
+    """Inverse of :func:`encode_table`."""
+    import pyarrow as pa
+    return pa.ipc.open_stream(blob).read_all()
+
+
 def decode_tables(blobs):
     """IPC chunks (nulls skipped) -> one Arrow table, or None if there are none."""
     import pyarrow as pa
-    tables = [pa.ipc.open_stream(b).read_all() for b in blobs if b is not None]
+    tables = [decode_table(b) for b in blobs if b is not None]
     return pa.concat_tables(tables) if tables else None
 
 
@@ -205,8 +211,7 @@ def encode_bucket_state(sensor_ids, last_time: np.ndarray, tail_codes: np.ndarra
 def decode_bucket_state(blob: bytes, buckets: int, n_features: int):
     """Inverse of :func:`encode_bucket_state`: (sensor_ids, last_time, tail_codes, tail_times,
     tail_values). Stops with one sentence if the checkpoint was written with other settings."""
-    import pyarrow as pa
-    table = pa.ipc.open_stream(blob).read_all()
+    table = decode_table(blob)
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     if meta.get("hash") != BUCKET_HASH:
         raise ValueError("the checkpoint's window state was written by an older version that assigned "
@@ -349,7 +354,7 @@ def score_chunks(windows: pd.Series, bundle_path: str, threads: int, length: int
     from sentinel.model import load_bundle
     from sentinel.scoring import flag, score_windows
 
-    tables = [pa.ipc.open_stream(b).read_all() if b is not None else None for b in windows.tolist()]
+    tables = [decode_table(b) if b is not None else None for b in windows.tolist()]
     counts = np.array([t.num_rows if t is not None else 0 for t in tables], dtype=np.int64)
     anomalies, scores_out = [None] * len(tables), [None] * len(tables)
     if counts.sum():
@@ -487,12 +492,8 @@ class BatchWriter:
         # The sinks wait on their servers and disks, not on Python: write them side by side.
         # Each has its own connection; any failure fails the batch (Spark re-runs it, and the
         # natural keys make the sinks that did write ignore the repeat).
-        if len(self.sinks) > 1:
-            for future in [self._pool.submit(write, sink) for sink in self.sinks]:
-                future.result()
-        else:
-            for sink in self.sinks:
-                write(sink)
+        for future in [self._pool.submit(write, sink) for sink in self.sinks]:
+            future.result()
         t_sinks = time.time() - t_sinks
         self.totals["events"] += data.events
         self.totals["rejects"] += len(rejects)

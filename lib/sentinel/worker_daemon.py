@@ -10,7 +10,7 @@ PySpark's daemon runs a full ``gc.collect()`` in a worker after every task. With
 imported that walks about 400,000 objects: 0.4 s of CPU per task per worker, which was most of
 the fixed cost of a micro-batch. ``gc.freeze()`` after the imports moves them out of the
 collector's sight (they live as long as the process anyway), and the worker freezes again
-after loading a model (``stream._freeze_after_load``).
+after its first model call (``stream._freeze_once``).
 
 Only the import happens here: TensorFlow's runtime and thread pools start in each worker at
 its first model call, so forking stays safe. Enabled by ``spark.preload_tensorflow`` (sets
