@@ -36,5 +36,7 @@ def test_throughput_benchmark_quick(tmp_path):
     assert res["saturated"]["steady_events"] > 0
     assert res["baseline"]["rows"] > 0
     assert res["latency"]["anomalies_timed"] >= 0
+    # the timed events were offered only after the warm-up batch was scored
+    assert res["latency"]["events"] > 0 and res["latency"]["startup_s"] > 0
     assert res["state"][0]["jvm_pss_peak"] > 0 and res["state"][0]["state_rows"] > 0
     assert "speed-up over baseline" in r.stdout
