@@ -5,15 +5,16 @@ An event is one JSON object, e.g.
 field names come from ``[data]`` settings. Anything that cannot be scored becomes a *reject*
 (raw text + reason), never an exception: one bad line must not stop the stream.
 
-Pure Python/pandas, so the same parser runs in the streaming job (via ``mapInPandas``), in
-``sentinel produce`` and in unit tests.
+:func:`parse_line` is the definition, in plain Python, used by ``sentinel produce`` and tests.
+:func:`parse_batch` gives the same result for a whole batch with Arrow's JSON reader (about
+1 µs a line instead of 15) and is what the streaming job runs.
 """
 from __future__ import annotations
 
 import json
 import math
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -156,6 +157,171 @@ def _key_text(key: Any) -> str | None:
     if isinstance(key, (bytes, bytearray)):
         return bytes(key).decode("utf-8", errors="replace")
     return str(key)
+
+
+class ParsedBatch(NamedTuple):
+    """:func:`parse_batch` output: accepted readings (in input order) and rejected lines."""
+
+    sensor_id: Any          # pyarrow string array
+    event_time_ns: np.ndarray  # int64 ns since the epoch, UTC
+    values: np.ndarray      # (n, features) float64
+    raw: Any                # pyarrow string array
+    reject_raw: list
+    reject_reason: list
+
+
+# A timestamp the vectorised path can read exactly as datetime.fromisoformat does; any other
+# form (offsets, week dates, 7+ fraction digits, epoch ms) goes through parse_line.
+_CANONICAL_TIME = r"^(?P<base>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d{1,6}))?(?:Z|\+00:00)?$"
+# Printable ASCII without surrounding spaces: what str.strip() leaves alone and
+# str.isprintable() accepts, so the id needs no Python-side cleaning.
+_PLAIN_SENSOR = r"^[\x21-\x7e](?:[\x20-\x7e]{0,%d}[\x21-\x7e])?$" % (MAX_SENSOR_ID_LEN - 2)
+# Blocks of lines Arrow refuses are halved until they are this small, then parsed line by line.
+_MIN_BLOCK = 256
+
+
+def parse_batch(raw: Any, data: DataSettings, keys: Any = None) -> ParsedBatch:
+    """Parse a batch of raw lines (Arrow binary/string array or a list) with the result
+    :func:`parse_lines` gives, vectorised.
+
+    Arrow's JSON reader parses every line that looks like one JSON object in one call; a row is
+    accepted there only if it passes every check of :func:`parse_line` in a form the
+    vectorised checks can vouch for (a canonical ISO-8601 time, a printable ASCII id, finite
+    in-range values). Every other line, including every line of a block Arrow refuses (bad
+    JSON, wrong types, duplicate keys), goes through :func:`parse_line`, which also writes
+    every reject reason. ``keys`` (Kafka keys) are only needed there.
+    """
+    import pyarrow as pa
+
+    lines = _as_binary(raw)
+    n = len(lines)
+    key_list = None if keys is None else (keys.to_pylist() if hasattr(keys, "to_pylist") else list(keys))
+    candidate = _looks_like_one_object(lines, data.max_line_bytes)
+    fields = [data.sensor_field, data.time_field, *data.features]
+    if len(set(fields)) < len(fields):
+        candidate[:] = False  # a field read twice: leave it to parse_line
+    idx = np.flatnonzero(candidate)
+    text = None
+    if len(idx):
+        try:
+            text = lines.take(pa.array(idx)).cast(pa.string())
+        except pa.ArrowInvalid:  # some lines are not UTF-8: parse_line decodes them leniently
+            ok_utf8 = np.array([_is_utf8(b) for b in lines.take(pa.array(idx)).to_pylist()], dtype=bool)
+            idx = idx[ok_utf8]
+            text = lines.take(pa.array(idx)).cast(pa.string())
+    accepted = np.zeros(n, dtype=bool)
+    f_idx, f_ids, f_t, f_vals, f_raw = [], [], [], [], []
+    for rows, table in (_read_objects(text, idx, data) if len(idx) else []):
+        ok, t_ns, vals = _vouch(table, data)
+        accepted[rows[ok]] = True
+        f_idx.append(rows[ok])
+        f_ids.append(table.column(0).filter(pa.array(ok)).combine_chunks())
+        f_t.append(t_ns[ok])
+        f_vals.append(vals[ok])
+        f_raw.append(text.take(pa.array(np.searchsorted(idx, rows[ok]))))
+    s_idx, s_ids, s_t, s_vals, s_raw, r_raw, r_reason = [], [], [], [], [], [], []
+    slow = np.flatnonzero(~accepted)
+    slow_lines = lines.take(pa.array(slow)).to_pylist() if len(slow) else []
+    for i, line in zip(slow.tolist(), slow_lines):
+        row = parse_line(line, data, None if key_list is None else _key_text(key_list[i]))
+        if row[4] is None:
+            s_idx.append(i)
+            s_ids.append(row[1])
+            s_t.append(pd.Timestamp(row[2]).value)
+            s_vals.append(row[3])
+            s_raw.append(row[0])
+        else:
+            r_raw.append(row[0])
+            r_reason.append(row[4])
+    # Put the two paths' rows back in input order: order decides which of two duplicates wins.
+    order = np.argsort(np.concatenate([*f_idx, np.array(s_idx, dtype=np.int64)]), kind="stable")
+    take = pa.array(order)
+    ids = pa.concat_arrays([*f_ids, pa.array(s_ids, pa.string())]).take(take)
+    raws = pa.concat_arrays([*f_raw, pa.array(s_raw, pa.string())]).take(take)
+    t_all = np.concatenate([*f_t, np.array(s_t, dtype=np.int64)])[order]
+    v_all = np.concatenate([*f_vals, np.array(s_vals, dtype=np.float64).reshape(-1, len(data.features))])[order]
+    return ParsedBatch(ids, t_all, v_all, raws, r_raw, r_reason)
+
+
+def _as_binary(raw: Any):
+    import pyarrow as pa
+    if isinstance(raw, pa.ChunkedArray):
+        raw = raw.combine_chunks()
+    if isinstance(raw, pa.Array):
+        return raw.cast(pa.binary())
+    items = raw.tolist() if hasattr(raw, "tolist") else list(raw)
+    return pa.array([x.encode("utf-8") if isinstance(x, str) else x for x in items], pa.binary())
+
+
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _looks_like_one_object(lines, max_bytes: int) -> np.ndarray:
+    """Lines Arrow may read as exactly one row each: ``{...}`` on one line, within the size limit.
+    (Arrow skips empty lines and splits on CR/LF, which would shift rows.)"""
+    import pyarrow.compute as pc
+    if len(lines) == 0:
+        return np.zeros(0, dtype=bool)
+    ok = pc.and_kleene(pc.starts_with(lines, pattern="{"), pc.ends_with(lines, pattern="}"))
+    ok = pc.and_kleene(ok, pc.invert(pc.match_substring_regex(lines, pattern="[\r\n]")))
+    ok = pc.and_kleene(ok, pc.less_equal(pc.binary_length(lines), max_bytes))
+    return ok.fill_null(False).to_numpy(zero_copy_only=False).copy()
+
+
+def _read_objects(text, rows: np.ndarray, data: DataSettings):
+    """Arrow-parse ``text`` (one JSON object per item) -> [(rows, table)] for the blocks Arrow
+    accepts; blocks it refuses are halved, down to :data:`_MIN_BLOCK` lines (left to parse_line)."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+    schema = pa.schema([(data.sensor_field, pa.string()), (data.time_field, pa.string()),
+                        *[(f, pa.float64()) for f in data.features]])
+    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    out, pending = [], [(0, len(text))]
+    while pending:
+        lo, hi = pending.pop()
+        buf = "\n".join(text.slice(lo, hi - lo).to_pylist()).encode("utf-8")
+        try:
+            table = pj.read_json(pa.py_buffer(buf), parse_options=options,
+                                 read_options=pj.ReadOptions(use_threads=False, block_size=len(buf) + 1))
+            if table.num_rows == hi - lo:
+                out.append((rows[lo:hi], table.select(list(range(len(schema))))))
+                continue
+        except pa.ArrowInvalid:
+            pass
+        if hi - lo > _MIN_BLOCK:
+            mid = (lo + hi) // 2
+            pending += [(mid, hi), (lo, mid)]
+    return out
+
+
+def _vouch(table, data: DataSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of an Arrow-parsed block that parse_line would accept as they stand -> (mask, event
+    time ns, values). A row not vouched for is not rejected here: parse_line decides it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    sensor, when = table.column(0), table.column(1)
+    ok = pc.match_substring_regex(sensor, pattern=_PLAIN_SENSOR).fill_null(False).to_numpy(zero_copy_only=False)
+    parts = pc.extract_regex(when, pattern=_CANONICAL_TIME)
+    base = pc.struct_field(parts, "base")
+    seconds = pc.strptime(base, format="%Y-%m-%dT%H:%M:%S", unit="s", error_is_null=True)
+    # strptime rolls 02-30 over to 03-02: keep only times that print back as they were written.
+    same = pc.equal(pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%S"), base)
+    ok &= same.fill_null(False).to_numpy(zero_copy_only=False)
+    sec = pc.cast(seconds, pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+    micros = pc.cast(pc.utf8_rpad(pc.struct_field(parts, "frac").fill_null(""), width=6, padding="0"), pa.int64(),
+                     safe=False) if len(table) else pa.array([], pa.int64())
+    t_ns = sec * 1_000_000_000 + micros.fill_null(0).to_numpy(zero_copy_only=False) * 1000
+    ok &= (t_ns >= _MIN_EPOCH_MS * 1_000_000) & (t_ns < _MAX_EPOCH_MS * 1_000_000)
+    vals = np.column_stack([table.column(2 + j).to_numpy(zero_copy_only=False).astype(np.float64)
+                            for j in range(len(data.features))]) if len(table) else np.empty((0, len(data.features)))
+    with np.errstate(invalid="ignore"):
+        ok &= (np.isfinite(vals) & (vals >= data.valid_min) & (vals <= data.valid_max)).all(axis=1)
+    return ok, t_ns, vals
 
 
 def to_event_json(sensor_id: str, timestamp: datetime | pd.Timestamp, values: dict[str, float],

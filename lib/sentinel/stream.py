@@ -3,7 +3,7 @@
 One micro-batch::
 
     source (socket | kafka)                   # raw: string, key: string
-    -> mapInPandas(parse)                     # chunks: bucket, rows (Arrow IPC table of readings)
+    -> mapInArrow(parse)                      # chunks: bucket, rows (Arrow IPC table of readings)
          bucket = crc32(sensor_id) % stream.state_buckets, or -1 for malformed lines
     -> groupBy(bucket).transformWithStateInPandas(WindowProcessor)
                                               # per bucket: n_events, n_warmup, windows, rejects
@@ -131,58 +131,67 @@ def fixed_to_numpy(column, width: int) -> np.ndarray:
 
 def readings_table(sensor_ids, t_ns: np.ndarray, values: np.ndarray, raw):
     import pyarrow as pa
-    return pa.table({"sensor_id": pa.array(sensor_ids, pa.string()), "event_time": pa.array(t_ns, pa.int64()),
-                     "values": _fixed(values), "raw": pa.array(raw, pa.string())})
+    return pa.table({"sensor_id": _strings(sensor_ids), "event_time": pa.array(t_ns, pa.int64()),
+                     "values": _fixed(values), "raw": _strings(raw)})
 
 
 def rejects_table(raw, reason, sensor_ids, t_ns, status):
     """Rejected lines; ``t_ns`` may hold None (no parsable time)."""
     import pyarrow as pa
-    return pa.table({"raw": pa.array(raw, pa.string()), "reason": pa.array(reason, pa.string()),
-                     "sensor_id": pa.array(sensor_ids, pa.string()), "event_time": pa.array(t_ns, pa.int64()),
-                     "status": pa.array(status, pa.string())})
+    return pa.table({"raw": _strings(raw), "reason": _strings(reason),
+                     "sensor_id": _strings(sensor_ids), "event_time": pa.array(t_ns, pa.int64()),
+                     "status": _strings(status)})
 
 
-def bucket_of(sensor_ids: np.ndarray, buckets: int) -> np.ndarray:
+def _strings(values):
+    import pyarrow as pa
+    return values if isinstance(values, pa.Array) else pa.array(values, pa.string())
+
+
+def bucket_of(sensor_ids, buckets: int) -> np.ndarray:
     """Sensor id -> state bucket: CRC-32 of the UTF-8 id modulo ``buckets`` (stable across
-    processes and versions, unlike Python's hash)."""
+    processes and versions, unlike Python's hash). Hashes each distinct id once."""
     import zlib
-    codes, uniques = pd.factorize(np.asarray(sensor_ids, dtype=object))
-    per_id = np.array([zlib.crc32(str(u).encode("utf-8")) % buckets for u in uniques], dtype=np.int64)
-    return per_id[codes] if len(codes) else np.empty(0, dtype=np.int64)
+    import pyarrow.compute as pc
+    ids = _strings(sensor_ids if not isinstance(sensor_ids, np.ndarray) else sensor_ids.tolist())
+    if len(ids) == 0:
+        return np.empty(0, dtype=np.int64)
+    encoded = pc.dictionary_encode(ids)
+    per_id = np.array([zlib.crc32(u.encode("utf-8")) % buckets for u in encoded.dictionary.to_pylist()],
+                      dtype=np.int64)
+    return per_id[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
-def parse_chunks(raw: list, keys: list | None, data_settings, buckets: int) -> pd.DataFrame:
-    """Raw lines -> chunk rows (``CHUNK_SCHEMA``): one readings table per state bucket present,
-    plus one rejects table (bucket ``REJECT_BUCKET``) if any line failed to parse."""
-    out = events.parse_lines(raw, data_settings, keys)
-    ok = out["reject_reason"].isna().to_numpy()
+def parse_chunks(raw, keys, data_settings, buckets: int):
+    """Raw lines (Arrow array or list) -> a record batch of chunk rows (``CHUNK_SCHEMA``): one
+    readings table per state bucket present, plus one rejects table (bucket ``REJECT_BUCKET``)
+    if any line failed to parse."""
+    import pyarrow as pa
+    parsed = events.parse_batch(raw, data_settings, keys)
     bucket_col, blobs = [], []
-    if (~ok).any():
-        bad = out[~ok]
+    if parsed.reject_raw:
+        m = len(parsed.reject_raw)
         bucket_col.append(REJECT_BUCKET)
-        blobs.append(encode_table(rejects_table(bad["raw"].tolist(), bad["reject_reason"].tolist(),
-                                                [None] * len(bad), [None] * len(bad), ["reject"] * len(bad))))
-    if ok.any():
-        good = out[ok]
-        ids = good["sensor_id"].to_numpy(dtype=object)
-        t_ns = good["event_time"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
-        vals = np.array(good["values"].tolist(), dtype=np.float64)
-        raws = good["raw"].to_numpy(dtype=object)
-        b = bucket_of(ids, buckets)
+        blobs.append(encode_table(rejects_table(parsed.reject_raw, parsed.reject_reason,
+                                                [None] * m, [None] * m, ["reject"] * m)))
+    if len(parsed.sensor_id):
+        b = bucket_of(parsed.sensor_id, buckets)
         order = np.argsort(b, kind="stable")
         starts = np.flatnonzero(np.r_[True, np.diff(b[order]) != 0])
         for idx in np.split(order, starts[1:]):
+            take = pa.array(idx)
             bucket_col.append(int(b[idx[0]]))
-            blobs.append(encode_table(readings_table(ids[idx], t_ns[idx], vals[idx], raws[idx])))
-    return pd.DataFrame({"bucket": pd.array(bucket_col, dtype="int32"), "rows": blobs})
+            blobs.append(encode_table(readings_table(parsed.sensor_id.take(take), parsed.event_time_ns[idx],
+                                                     parsed.values[idx], parsed.raw.take(take))))
+    return pa.record_batch({"bucket": pa.array(bucket_col, pa.int32()), "rows": pa.array(blobs, pa.binary())})
 
 
 def _parse_batches(data_settings, buckets: int):
-    def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for pdf in batches:
-            raw = pdf["raw_bytes"] if "raw_bytes" in pdf else pdf["raw"]
-            yield parse_chunks(raw.tolist(), pdf["key"].tolist(), data_settings, buckets)
+    def parse(batches):
+        for batch in batches:
+            names = batch.schema.names
+            raw = batch.column(names.index("raw_bytes" if "raw_bytes" in names else "raw"))
+            yield parse_chunks(raw, batch.column(names.index("key")), data_settings, buckets)
     return parse
 
 
@@ -400,7 +409,7 @@ def build_stream(spark, settings: Settings, bundle_path: str, manifest: dict, so
     scored window, not only the anomalies (for the S3 scores sink and tests)."""
     raw = source_df if source_df is not None else read_source(spark, settings)
     buckets = settings.stream.state_buckets
-    chunks = raw.mapInPandas(_parse_batches(settings.data, buckets), CHUNK_SCHEMA)
+    chunks = raw.mapInArrow(_parse_batches(settings.data, buckets), CHUNK_SCHEMA)
     # No Spark watermark or dropDuplicates here on purpose: both drop late rows silently.
     # The window state de-duplicates and orders per sensor instead, and rejects what it drops.
     # Malformed lines travel under one reserved key through the same operator (which passes

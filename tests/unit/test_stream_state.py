@@ -53,7 +53,7 @@ def test_parse_chunks_splits_by_bucket_and_sends_bad_lines_to_the_reject_bucket(
     lines = ['{"sensor_id": "PT-%04d", "timestamp": "2026-01-01T00:0%d:00Z", "pressure": 40.5}' % (i, i)
              for i in range(6)] + ["garbage"]
     chunks = parse_chunks(lines, [None] * len(lines), data, 4)
-    by_bucket = {b: decode_tables([blob]) for b, blob in zip(chunks["bucket"], chunks["rows"])}
+    by_bucket = {b: decode_tables([blob]) for b, blob in zip(chunks["bucket"].to_pylist(), chunks["rows"].to_pylist())}
     bad = by_bucket.pop(REJECT_BUCKET)
     assert bad.column("raw").to_pylist() == ["garbage"] and bad.column("reason")[0].as_py().startswith("not_json")
     ids = sorted(x for t in by_bucket.values() for x in t.column("sensor_id").to_pylist())
