@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
 
 ANOMALY_COLUMNS = ["sensor_id", "event_time", "score", "threshold", "severity", "values",
@@ -33,5 +34,8 @@ class Sink(Protocol):
 
 def time_text(series: pd.Series) -> list:
     """UTC timestamps -> 'YYYY-MM-DD HH:MM:SS.ffffff' text (None stays None)."""
-    s = pd.to_datetime(series, utc=True)
-    return [None if pd.isna(t) else t.strftime(TIME_FORMAT) for t in s]
+    t = pd.to_datetime(series, utc=True).to_numpy(dtype="datetime64[us]")
+    # numpy formats the whole column in C ('YYYY-MM-DDTHH:MM:SS.ffffff'); per-row strftime
+    # was two thirds of an SQLite write.
+    text = np.datetime_as_string(t, unit="us").tolist()
+    return [None if nat else x.replace("T", " ", 1) for x, nat in zip(text, np.isnat(t).tolist())]
