@@ -99,6 +99,29 @@ def model_only(bundle, n_windows: int) -> dict:
     return {"windows": n_windows, "windows_per_s": fast, "predict_windows_per_s": slow}
 
 
+def parse_only(settings, n_sensors: int, n_lines: int) -> dict:
+    """Lines/s of the stream's parser (``events.parse_batch``, Arrow) and of the per-line
+    reference (``events.parse_lines``) on the same JSON lines, in Arrow batches as the job gets
+    them; ``same_result`` says whether they agreed on every line."""
+    from sentinel import events
+    lines = [line for _, _, line in event_lines(n_sensors, n_lines / n_sensors * 300 / 86400 + 0.01, EVENTS_START,
+                                                1.0, settings)][:n_lines]
+    batch = settings.spark.arrow_max_records
+    chunks = [lines[i:i + batch] for i in range(0, len(lines), batch)]
+    events.parse_batch(chunks[0][:100], settings.data)  # imports, first calls
+    t0 = time.perf_counter()
+    fast = [events.parse_batch(c, settings.data) for c in chunks]
+    fast_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    slow = [events.parse_lines(c, settings.data) for c in chunks]
+    slow_s = time.perf_counter() - t0
+    same = all(f.sensor_id.to_pylist() == r.loc[r["reject_reason"].isna(), "sensor_id"].tolist()
+               and f.event_time_ns.tolist() == r.loc[r["reject_reason"].isna(), "event_time"].astype("int64").tolist()
+               and f.reject_reason == r["reject_reason"].dropna().tolist() for f, r in zip(fast, slow))
+    return {"lines": len(lines), "lines_per_s": len(lines) / fast_s, "per_line_lines_per_s": len(lines) / slow_s,
+            "same_result": bool(same)}
+
+
 def event_lines(n_sensors: int, days: float, start: str, rate_anomalies: float, settings) -> list[tuple[str, str, str]]:
     net = simulate(n_sensors, days, 300, 7, start, rate_anomalies)
     r = net.readings
@@ -338,9 +361,12 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sentinel-bench-"))
     results: dict = {"machine": {"cpus": os.cpu_count()}, "sensors": args.sensors}
 
-    log("1/5 model-only scoring")
+    log("1/5 model-only scoring and parsing")
     results["model_only"] = m = model_only(bundle, 8192 if args.quick else 65536)
     log(f"    {m['windows_per_s']:,.0f} windows/s (model.predict: {m['predict_windows_per_s']:,.0f})")
+    results["parse"] = p = parse_only(settings, args.sensors, 20_000 if args.quick else 200_000)
+    log(f"    parsing: {p['lines_per_s']:,.0f} lines/s (per-line parser: {p['per_line_lines_per_s']:,.0f}; "
+        f"same result: {p['same_result']})")
 
     spark = sparkmod.session(settings, "bench", kafka=True)
     try:
@@ -368,6 +394,8 @@ def main(argv=None) -> int:
     e2e = results["saturated"]["steady_events_per_s"]
     print("\nfigure                                         value        target")
     print(f"model-only scoring (windows/s)          {ceiling:>12,.0f}")
+    print(f"parsing (lines/s; per-line parser)      {results['parse']['lines_per_s']:>12,.0f}     "
+          f"({results['parse']['per_line_lines_per_s']:,.0f})")
     print(f"end to end sustained (events/s)         {e2e:>12,.0f}     >= 20,000")
     print(f"end to end / model-only                 {e2e / ceiling:>12.0%}     >= 75 %")
     print(f"latency p50 / p95 / p99 (s) at {results['latency']['offered_rate']:.0f}/s  "

@@ -33,6 +33,7 @@ def test_throughput_benchmark_quick(tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     res = json.loads(out.read_text())
     assert res["model_only"]["windows_per_s"] > 0
+    assert res["parse"]["lines"] > 0 and res["parse"]["same_result"]  # the stream's parser agrees with the reference
     assert res["saturated"]["steady_events"] > 0
     assert res["baseline"]["rows"] > 0
     assert res["latency"]["anomalies_timed"] >= 0
