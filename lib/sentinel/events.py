@@ -198,24 +198,24 @@ def parse_batch(raw: Any, data: DataSettings, keys: Any = None) -> ParsedBatch:
     if len(set(fields)) < len(fields):
         candidate[:] = False  # a field read twice: leave it to parse_line
     idx = np.flatnonzero(candidate)
-    text = None
-    if len(idx):
-        try:
-            text = lines.take(pa.array(idx)).cast(pa.string())
-        except pa.ArrowInvalid:  # some lines are not UTF-8: parse_line decodes them leniently
-            ok_utf8 = np.array([_is_utf8(b) for b in lines.take(pa.array(idx)).to_pylist()], dtype=bool)
-            idx = idx[ok_utf8]
-            text = lines.take(pa.array(idx)).cast(pa.string())
+    cand = lines.take(pa.array(idx))
+    try:
+        text = cand.cast(pa.string())  # also checks UTF-8
+    except pa.ArrowInvalid:  # some lines are not UTF-8: parse_line decodes them leniently
+        idx = idx[np.array([_is_utf8(b) for b in cand.to_pylist()], dtype=bool)]
+        cand = lines.take(pa.array(idx))
+        text = cand.cast(pa.string())
     accepted = np.zeros(n, dtype=bool)
     f_idx, f_ids, f_t, f_vals, f_raw = [], [], [], [], []
-    for rows, table in (_read_objects(text, idx, data) if len(idx) else []):
+    for lo, table in (_read_objects(cand, data) if len(idx) else []):
         ok, t_ns, vals = _vouch(table, data)
-        accepted[rows[ok]] = True
-        f_idx.append(rows[ok])
+        at = lo + np.flatnonzero(ok)  # positions among the candidates
+        accepted[idx[at]] = True
+        f_idx.append(idx[at])
         f_ids.append(table.column(0).filter(pa.array(ok)).combine_chunks())
         f_t.append(t_ns[ok])
         f_vals.append(vals[ok])
-        f_raw.append(text.take(pa.array(np.searchsorted(idx, rows[ok]))))
+        f_raw.append(text.take(pa.array(at)))
     s_idx, s_ids, s_t, s_vals, s_raw, r_raw, r_reason = [], [], [], [], [], [], []
     slow = np.flatnonzero(~accepted)
     slow_lines = lines.take(pa.array(slow)).to_pylist() if len(slow) else []
@@ -278,23 +278,24 @@ def _looks_like_one_object(lines, max_bytes: int) -> np.ndarray:
     return ok
 
 
-def _read_objects(text, rows: np.ndarray, data: DataSettings):
-    """Arrow-parse ``text`` (one JSON object per item) -> [(rows, table)] for the blocks Arrow
-    accepts; blocks it refuses are halved, down to :data:`_MIN_BLOCK` lines (left to parse_line)."""
+def _read_objects(lines, data: DataSettings):
+    """Arrow-parse ``lines`` (UTF-8 binary, one JSON object each) -> [(first position, table)]
+    for the blocks Arrow accepts; blocks it refuses are halved, down to :data:`_MIN_BLOCK`
+    lines (left to parse_line)."""
     import pyarrow as pa
     import pyarrow.json as pj
     schema = pa.schema([(data.sensor_field, pa.string()), (data.time_field, pa.string()),
                         *[(f, pa.float64()) for f in data.features]])
     options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-    out, pending = [], [(0, len(text))]
+    out, pending = [], [(0, len(lines))]
     while pending:
         lo, hi = pending.pop()
-        buf = "\n".join(text.slice(lo, hi - lo).to_pylist()).encode("utf-8")
+        buf = b"\n".join(lines.slice(lo, hi - lo).to_pylist())
         try:
             table = pj.read_json(pa.py_buffer(buf), parse_options=options,
                                  read_options=pj.ReadOptions(use_threads=False, block_size=len(buf) + 1))
             if table.num_rows == hi - lo:
-                out.append((rows[lo:hi], table.select(list(range(len(schema))))))
+                out.append((lo, table.select(list(range(len(schema))))))
                 continue
         except pa.ArrowInvalid:
             pass

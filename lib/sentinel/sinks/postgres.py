@@ -25,11 +25,11 @@ import logging
 import time
 from typing import Callable, TypeVar
 
-import numpy as np
 import pandas as pd
 
 from sentinel import registry
 from sentinel.config import ConfigError, PostgresSettings
+from sentinel.sinks.base import time_text
 
 log = logging.getLogger("sentinel.sinks.postgres")
 # The back-off wait; tests replace this one name (patching time.sleep would hit every thread).
@@ -146,9 +146,8 @@ def anomaly_csv(anomalies: pd.DataFrame) -> str:
     import csv
     import io
 
-    def utc_text(col):
-        t = pd.to_datetime(col, utc=True).to_numpy(dtype="datetime64[us]")
-        return np.datetime_as_string(t, unit="us", timezone="UTC").tolist()
+    def utc_text(col):  # the SQLite sink's UTC text, marked as UTC for timestamptz
+        return [None if t is None else t + "+00" for t in time_text(col)]
 
     a = anomalies
     columns = [[_text(v) for v in a["sensor_id"]], utc_text(a["event_time"]),
