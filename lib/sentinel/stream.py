@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections import deque
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -60,9 +61,11 @@ REJECT_BUCKET = -1
 BUCKET_HASH = "crc32"
 LATE_REASON = "late: older than the newest reading already scored for this sensor"
 DUPLICATE_REASON = "duplicate: same sensor and event time as an accepted reading"
-# Per-batch summaries (rows, duration, state size) of the current or last run() in this
-# process; read by the benchmarks.
-LAST_PROGRESS: list[dict] = []
+# Per-batch summaries (rows, duration, state size, offsets consumed) of the current or last
+# run() in this process, and when each batch's rows were in every store; read by the
+# benchmarks. Bounded: a job runs for months.
+LAST_PROGRESS: deque[dict] = deque(maxlen=20_000)
+BATCHES_WRITTEN: deque[tuple[int, float]] = deque(maxlen=20_000)  # (batch_id, time.time())
 
 
 def read_source(spark, settings: Settings):
@@ -502,6 +505,7 @@ class BatchWriter:
         # natural keys make the sinks that did write ignore the repeat).
         for future in [self._pool.submit(write, sink) for sink in self.sinks]:
             future.result()
+        BATCHES_WRITTEN.append((batch_id, time.time()))
         t_sinks = time.time() - t_sinks
         self.totals["events"] += data.events
         self.totals["rejects"] += len(rejects)
@@ -552,6 +556,24 @@ def reject_records(df: pd.DataFrame, batch_id: int) -> pd.DataFrame:
     return df[cols].reset_index(drop=True)
 
 
+def consumed_offsets(progress: dict) -> int | None:
+    """Records read through this batch: the sum of the Kafka sources' end offsets (None for a
+    source whose offsets are not per-partition record counts, like the socket)."""
+    total = 0
+    for src in progress.get("sources") or []:
+        end = src.get("endOffset")
+        if isinstance(end, str):
+            try:
+                import json
+                end = json.loads(end)
+            except ValueError:
+                return None
+        if not isinstance(end, dict):
+            return None
+        total += sum(int(o) for parts in end.values() if isinstance(parts, dict) for o in parts.values())
+    return total
+
+
 def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: str | None = None) -> dict:
     """Start the query and block until it ends: ``max_batches`` reached, idle for
     ``idle_timeout_s``, SIGINT/SIGTERM, or an error (re-raised).
@@ -562,6 +584,8 @@ def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: st
     st = settings.stream
     writer = BatchWriter(sinks, bundle.version, bundle.features)
     df = build_stream(spark, settings, bundle_ref or bundle.path, bundle.manifest, source_df, writer.keep_scores)
+    LAST_PROGRESS.clear()
+    BATCHES_WRITTEN.clear()
     query = (df.writeStream.foreachBatch(writer)
              .option("checkpointLocation", st.checkpoint)
              .trigger(processingTime=f"{st.trigger_s} seconds")
@@ -582,7 +606,6 @@ def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: st
     # One summary per finished micro-batch, kept up to date while the query runs: benchmarks
     # read it from another thread.
     progress = LAST_PROGRESS
-    progress.clear()
 
     def record_progress():
         for p in query.recentProgress:
@@ -593,6 +616,7 @@ def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: st
                              "ms": p.get("durationMs", {}).get("triggerExecution", 0),
                              "durations": dict(p.get("durationMs") or {}),
                              "timestamp": p.get("timestamp"),
+                             "consumed": consumed_offsets(p),
                              "state_rows": sum(o.get("numRowsTotal", 0) for o in ops),
                              "state_bytes": sum(o.get("memoryUsedBytes", 0) for o in ops),
                              # RocksDB keeps state off-heap and on disk: its own sizes say more
