@@ -8,14 +8,21 @@ Measured in one run, on the same machine and events:
 1. model-only: windows/s of the project's scoring function (`scoring.score_windows`) on large
    batches; the practical ceiling of the model on this CPU. `model.predict` for reference.
 2. end to end, saturated: a backlog of events from N sensors in Kafka -> deploy job (per-sensor
-   state, pandas UDF) -> SQLite + PostgreSQL; sustained events/s over the steady micro-batches.
-3. latency: after a warm-up (each sensor's first W readings, scored before the clock starts),
-   events offered at `--latency-rate` events/s with a 1-second trigger; for every anomaly,
-   store write time minus the event's send time (p50/p95/p99). Start-up is reported apart.
-4. baseline: the older system's scoring rebuilt from its description (collect the batch, one
+   state, pandas UDF) -> SQLite + PostgreSQL; events/s at which the backlog drains.
+3. end to end, stepped: events offered at `--step-rates` events/s, `--step-seconds` each, 1-second
+   trigger; the sustained rate is the highest step whose backlog does not grow (see stepped()).
+4. latency: after a warm-up (each sensor's first W readings, scored before the clock starts),
+   events offered at `--latency-rate` events/s with a 1-second trigger; for every anomaly, the
+   time its micro-batch was in every store minus its event's send time (p50/p95/p99).
+   Start-up is reported apart.
+
+Producers run in their own process (benchmarks/paced_producer.py) and share the two cores with
+the job, as a real one would not: the stepped and latency figures include that cost.
+
+5. baseline: the older system's scoring rebuilt from its description (collect the batch, one
    `model.predict` on single-step windows, then per row two more collects and an SQLite insert
    with a commit), on micro-batches of 1,000 from the same topic, for `--baseline-seconds`.
-5. state: state rows and bytes (RocksDB) and driver memory with `--state-sensors` sensors.
+6. state: state rows and bytes (RocksDB) and driver memory with `--state-sensors` sensors.
 
 `--quick` runs everything on a tiny load (what `make test` checks). Figures print as a table
 and go to JSON. Absolute numbers on a shared 2-core machine are noisy: compare within a run.
@@ -26,6 +33,7 @@ import argparse
 import json
 import os
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -172,58 +180,155 @@ def stream_progress():
     return stream.LAST_PROGRESS
 
 
+def offer_after_warmup(pairs: list[tuple[str, str]], topic: str, schedule: list[tuple[float, int]],
+                       tmp: Path, name: str) -> tuple[threading.Thread, dict]:
+    """Start a thread that waits for the deploy job's first batch with rows (the warm-up),
+    then runs ``paced_producer.py`` in its own process to send ``pairs`` at ``schedule``.
+    The returned dict gets ``sent`` (each pair's send time) and ``warm_s`` (job start to the
+    end of the warm-up batch)."""
+    lines_file, times_file = tmp / f"{name}-lines.tsv", tmp / f"{name}-sent.npy"
+    with open(lines_file, "w", encoding="utf-8") as f:
+        f.writelines(f"{k}\t{line}\n" for k, line in pairs)
+    out = {"sent": np.full(len(pairs), np.nan), "warm_s": float("nan")}
+    started = time.time()
+
+    def run():
+        while not any(p["rows"] > 0 for p in list(stream_progress())):  # the warm-up batch is done
+            time.sleep(0.2)
+        out["warm_s"] = time.time() - started
+        time.sleep(2.0)
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "paced_producer.py"), "--lines", str(lines_file),
+               "--topic", topic, "--bootstrap", BOOTSTRAP[0], "--times", str(times_file),
+               "--schedule", ",".join(f"{r}:{n}" for r, n in schedule)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            log(f"paced producer failed: {r.stderr[-2000:]}")
+        else:
+            out["sent"] = np.load(times_file)
+
+    stream_progress().clear()  # progress of an earlier run in this session must not count as warm
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def written_times() -> dict[int, float]:
+    """batch_id -> when its rows were in every store (the deploy job's writer records it)."""
+    return dict(list(stream.BATCHES_WRITTEN))
+
+
+def warm_and_timed(lines, length: int):
+    """Each sensor's first ``length`` readings (they fill its window) and the rest."""
+    ids = pd.Series([sid for sid, _, _ in lines])
+    rank = ids.groupby(ids).cumcount().to_numpy()  # each sensor's n-th reading
+    warm = [(sid, line) for (sid, _, line), r in zip(lines, rank) if r < length]
+    timed = [x for x, r in zip(lines, rank) if r >= length]
+    return warm, timed
+
+
 def latency(spark, settings, bundle, bootstrap, tmp, n_sensors, rate, seconds) -> dict:
     """Event-to-store latency of anomalies at a steady offered rate, once the job is warm.
 
     Warm-up first: each sensor's first W readings go to the topic at once, and the timed
     events are only offered after the job has scored a micro-batch (its Python workers then
     hold the compiled model). Start-up is a one-off cost and is reported on its own
-    (``startup_s``: job start to the end of the first batch that scored windows).
+    (``startup_s``: job start to the end of the first batch that scored windows). An
+    anomaly's latency is the time its micro-batch's rows were in every store minus the time
+    its event was sent.
     """
     topic = f"bench-lat-{uuid.uuid4().hex[:8]}"
     ensure_topic(bootstrap, topic, 4)
-    length = bundle.length
-    days = (rate * seconds / n_sensors + length) * 300 / 86400
-    lines = event_lines(n_sensors, days, EVENTS_START, 6.0, settings)
-    ids = pd.Series([sid for sid, _, _ in lines])
-    rank = ids.groupby(ids).cumcount().to_numpy()  # each sensor's n-th reading
-    warm = [(sid, line) for (sid, _, line), r in zip(lines, rank) if r < length]
-    timed = [x for x, r in zip(lines, rank) if r >= length]
+    days = (rate * seconds / n_sensors + bundle.length) * 300 / 86400
+    warm, timed = warm_and_timed(event_lines(n_sensors, days, EVENTS_START, 6.0, settings), bundle.length)
     produce_lines(warm, bootstrap, topic, 0)
-    sent: dict[tuple[str, str], float] = {}
-    started = time.time()
-    warm_s = [float("nan")]
-
-    def pairs():
-        for sid, ts, line in timed:
-            sent[(sid, pd.Timestamp(ts).strftime("%Y-%m-%d %H:%M:%S.%f"))] = time.time()
-            yield sid, line
-
-    def produce():
-        while not any(p["rows"] > 0 for p in stream_progress()):  # the warm-up batch is done
-            time.sleep(0.2)
-        warm_s[0] = time.time() - started
-        time.sleep(2.0)
-        produce_lines(pairs(), bootstrap, topic, rate)
-
-    stream_progress().clear()  # progress of an earlier run in this session must not count as warm
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
     log(f"latency: {len(warm)} warm-up events, then {len(timed)} events at {rate}/s, 1 s trigger")
+    thread, offered = offer_after_warmup([(sid, line) for sid, _, line in timed], topic,
+                                         [(rate, len(timed))], tmp, "lat")
     s, totals = deploy(spark, settings, bundle, topic, tmp, "lat",
                        # the idle clock starts at the first batch: long enough for the pause
                        # between the warm-up batch and the timed producer
                        **{"stream.idle_timeout_s": 30.0, "stream.trigger_s": 1.0})
-    producer.join(timeout=60)
+    thread.join(timeout=60)
+    keys = pd.to_datetime([ts for _, ts, _ in timed], utc=True).strftime("%Y-%m-%d %H:%M:%S.%f")
+    sent = dict(zip(zip([sid for sid, _, _ in timed], keys), offered["sent"]))
+    written = written_times()
     with sqlite3.connect(s.sinks.sqlite.path) as con:
-        rows = con.execute("SELECT sensor_id, event_time, detected_at FROM anomalies").fetchall()
-    lat = [pd.Timestamp(d, tz="UTC").timestamp() - sent[(sid, et)] for sid, et, d in rows if (sid, et) in sent]
-    lat = np.array(lat)
-    return {"offered_rate": rate, "events": len(timed), "warmup_events": len(warm), "startup_s": warm_s[0],
+        rows = con.execute("SELECT sensor_id, event_time, batch_id FROM anomalies").fetchall()
+    lat = np.array([written[b] - sent[(sid, et)] for sid, et, b in rows if (sid, et) in sent and b in written])
+    lat = lat[np.isfinite(lat)]
+    return {"offered_rate": rate, "events": len(timed), "warmup_events": len(warm), "startup_s": offered["warm_s"],
             "anomalies_timed": int(lat.size),
             "p50_s": float(np.percentile(lat, 50)) if lat.size else float("nan"),
             "p95_s": float(np.percentile(lat, 95)) if lat.size else float("nan"),
             "p99_s": float(np.percentile(lat, 99)) if lat.size else float("nan")}
+
+
+def stepped(spark, settings, bundle, bootstrap, tmp, n_sensors, rates: list[float], step_s: float) -> dict:
+    """Offered rate stepped up (``rates``, ``step_s`` seconds each, 1-second trigger) until the
+    job falls behind.
+
+    The backlog is measured at every micro-batch: events sent by the time the batch started
+    minus events read by the batch before (Kafka offsets). A step is kept up with when its
+    backlog does not grow (see step_verdicts). ``sustained_events_per_s`` is the highest step
+    kept up with; ``read_events_per_s`` is what the job read during each step (low in a step
+    that starts with the previous one's backlog).
+    """
+    topic = f"bench-step-{uuid.uuid4().hex[:8]}"
+    ensure_topic(bootstrap, topic, 4)
+    counts = [int(r * step_s) for r in rates]
+    days = (sum(counts) / n_sensors + bundle.length + 1) * 300 / 86400
+    warm, timed = warm_and_timed(event_lines(n_sensors, days, EVENTS_START, 1.0, settings), bundle.length)
+    timed = timed[:sum(counts)]
+    produce_lines(warm, bootstrap, topic, 0)
+    log(f"stepped: {len(warm)} warm-up events, then {', '.join(f'{r:,.0f}' for r in rates)} events/s "
+        f"for {step_s:.0f} s each")
+    thread, offered = offer_after_warmup([(sid, line) for sid, _, line in timed], topic,
+                                         list(zip(rates, counts)), tmp, "step")
+    deploy(spark, settings, bundle, topic, tmp, "step", **{"stream.idle_timeout_s": 30.0, "stream.trigger_s": 1.0})
+    thread.join(timeout=60)
+    prog = [p for p in list(stream_progress()) if p.get("consumed") is not None]
+    if not np.isfinite(offered["sent"]).all() or len(prog) < 2:
+        return {"steps": [], "sustained_events_per_s": float("nan")}
+    t_start = np.array([pd.Timestamp(p["timestamp"]).timestamp() for p in prog])
+    t_end = t_start + np.array([p["ms"] for p in prog]) / 1000
+    consumed = np.array([p["consumed"] for p in prog]) - len(warm)  # timed events read through each batch
+    return step_verdicts(rates, counts, offered["sent"], t_start, t_end, consumed)
+
+
+def step_verdicts(rates, counts, sent: np.ndarray, t_start: np.ndarray, t_end: np.ndarray,
+                  consumed: np.ndarray) -> dict:
+    """Whether the job kept up with each step of offered rates.
+
+    ``sent``: each event's send time (steps one after the other, ``counts`` events each);
+    per micro-batch: start and end time and the events read through it (``consumed``). The
+    backlog when a batch starts is the events sent by then minus those read by the batch
+    before, in seconds of the step's rate. Kept up: the backlog over the step's last third
+    is at most 1 s above that over its first third (a job reading 10 % short of a 20-s step
+    grows it by about 1.3 s), and under 10 s. Stops at the first step
+    not kept up; ``sustained_events_per_s`` is the highest step kept up with.
+    """
+    consumed = np.maximum(consumed, 0)
+    backlog = np.searchsorted(sent, t_start[1:], side="right") - consumed[:-1]
+    t_b = t_start[1:]
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    steps, sustained = [], float("nan")
+    for k, rate in enumerate(rates):
+        t0, t1 = sent[bounds[k]], sent[bounds[k + 1] - 1]
+        third = (t1 - t0) / 3
+        first = backlog[(t_b >= t0) & (t_b < t0 + third)] / rate
+        last = backlog[(t_b >= t1 - third) & (t_b <= t1)] / rate
+        read = np.interp([t0, t1], t_end, consumed)
+        ok = bool(first.size and last.size and last.mean() - first.mean() <= 1.0 and last.max() < 10.0)
+        steps.append({"offered_events_per_s": float(rate),
+                      "sent_events_per_s": counts[k] / (t1 - t0) if t1 > t0 else float("nan"),
+                      "read_events_per_s": float((read[1] - read[0]) / (t1 - t0)) if t1 > t0 else float("nan"),
+                      "backlog_s_first_third": float(first.mean()) if first.size else float("nan"),
+                      "backlog_s_last_third": float(last.mean()) if last.size else float("nan"),
+                      "kept_up": ok})
+        if not ok:
+            break
+        sustained = float(rate)
+    return {"steps": steps, "sustained_events_per_s": sustained}
 
 
 def baseline(spark, settings, bundle, bootstrap, tmp, seconds: float) -> dict:
@@ -341,6 +446,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sensors", type=int, default=1000, help="sensors in the end-to-end runs")
     ap.add_argument("--days", type=float, default=2.0,
                     help="days of 5-minute readings per sensor in the saturated backlog (2: 576,000 events at 1,000 sensors)")
+    ap.add_argument("--step-rates", type=lambda v: [float(x) for x in v.split(",")],
+                    default=[16000.0, 19000.0, 22000.0, 25000.0, 28000.0],
+                    help="comma-separated offered rates (events/s) of the stepped run, ascending")
+    ap.add_argument("--step-seconds", type=float, default=20.0, help="seconds per offered rate")
     ap.add_argument("--latency-rate", type=float, default=5000.0)
     ap.add_argument("--latency-seconds", type=float, default=60.0)
     ap.add_argument("--baseline-seconds", type=float, default=60.0)
@@ -354,6 +463,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.sensors, args.days, args.latency_rate, args.latency_seconds = 20, 0.3, 200.0, 10.0
         args.baseline_seconds, args.state_sensors = 10.0, [200]
+        args.step_rates, args.step_seconds = [100.0, 200.0], 6.0
     from sentinel import spark as sparkmod
     settings = load_settings(None, [f"sinks.enabled={json.dumps(args.sinks.split(','))}", "spark.log_level='ERROR'",
                                     "source.kafka.max_offsets_per_trigger=100000"])
@@ -361,7 +471,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sentinel-bench-"))
     results: dict = {"machine": {"cpus": os.cpu_count()}, "sensors": args.sensors}
 
-    log("1/5 model-only scoring and parsing")
+    log("1/6 model-only scoring and parsing")
     results["model_only"] = m = model_only(bundle, 8192 if args.quick else 65536)
     log(f"    {m['windows_per_s']:,.0f} windows/s (model.predict: {m['predict_windows_per_s']:,.0f})")
     results["parse"] = p = parse_only(settings, args.sensors, 20_000 if args.quick else 200_000)
@@ -370,39 +480,53 @@ def main(argv=None) -> int:
 
     spark = sparkmod.session(settings, "bench", kafka=True)
     try:
-        log(f"2/5 end to end, saturated: {args.sensors} sensors, sinks {args.sinks}")
+        log(f"2/6 end to end, saturated: {args.sensors} sensors, sinks {args.sinks}")
         results["saturated"] = sat = saturated(spark, settings, bundle, args.bootstrap, tmp, args.sensors, args.days)
         log(f"    {sat['steady_events_per_s']:,.0f} events/s sustained over {sat['batches']} batches "
             f"(median batch {sat['batch_ms_median']:.0f} ms)")
-        log(f"3/5 latency at {args.latency_rate:.0f} events/s")
+        log(f"3/6 end to end, offered rate stepped up: {args.sensors} sensors, sinks {args.sinks}")
+        results["stepped"] = stp = stepped(spark, settings, bundle, args.bootstrap, tmp, args.sensors,
+                                           args.step_rates, args.step_seconds)
+        for st in stp["steps"]:
+            log(f"    offered {st['offered_events_per_s']:,.0f}/s (sent {st['sent_events_per_s']:,.0f}/s): read "
+                f"{st['read_events_per_s']:,.0f}/s, backlog {st['backlog_s_first_third']:.1f} s -> "
+                f"{st['backlog_s_last_third']:.1f} s: {'kept up' if st['kept_up'] else 'fell behind'}")
+        log(f"4/6 latency at {args.latency_rate:.0f} events/s")
         results["latency"] = lat = latency(spark, settings, bundle, args.bootstrap, tmp, args.sensors,
                                            args.latency_rate, args.latency_seconds)
         log(f"    p50 {lat['p50_s']:.2f} s, p95 {lat['p95_s']:.2f} s, p99 {lat['p99_s']:.2f} s over {lat['anomalies_timed']} anomalies "
             f"(start-up {lat['startup_s']:.0f} s)")
-        log(f"4/5 baseline (older system's per-row approach) for {args.baseline_seconds:.0f} s")
+        log(f"5/6 baseline (older system's per-row approach) for {args.baseline_seconds:.0f} s")
         results["baseline"] = base = baseline(spark, settings, bundle, args.bootstrap, tmp, args.baseline_seconds)
         log(f"    {base['events_per_s']:.1f} events/s")
         results["state"] = []
         for n in args.state_sensors:
-            log(f"5/5 state: {n} sensors x {bundle.length - 1} readings (each sensor's window state full)")
+            log(f"6/6 state: {n} sensors x {bundle.length - 1} readings (each sensor's window state full)")
             results["state"].append(st := state_memory(spark, settings, bundle, args.bootstrap, tmp, n))
             log(f"    RocksDB SST {st['rocksdb_sst_bytes'] / 2**20:.1f} MiB, JVM PSS peak {st['jvm_pss_peak'] / 2**20:.0f} MiB, "
                 f"Python workers PSS peak {st['workers_pss_peak'] / 2**20:.0f} MiB")
     finally:
         spark.stop()
     ceiling = results["model_only"]["windows_per_s"]
-    e2e = results["saturated"]["steady_events_per_s"]
+    drain = results["saturated"]["steady_events_per_s"]
+    e2e = results["stepped"]["sustained_events_per_s"]
+    base = results["baseline"]["events_per_s"]
+    results["ratios"] = {"stepped_to_model_only": e2e / ceiling, "drain_to_model_only": drain / ceiling,
+                         "stepped_to_baseline": e2e / base, "drain_to_baseline": drain / base}
     print("\nfigure                                         value        target")
     print(f"model-only scoring (windows/s)          {ceiling:>12,.0f}")
     print(f"parsing (lines/s; per-line parser)      {results['parse']['lines_per_s']:>12,.0f}     "
           f"({results['parse']['per_line_lines_per_s']:,.0f})")
     print(f"end to end sustained (events/s)         {e2e:>12,.0f}     >= 20,000")
-    print(f"end to end / model-only                 {e2e / ceiling:>12.0%}     >= 75 %")
+    print(f"  (highest offered rate kept up with, of {', '.join(f'{r:,.0f}' for r in args.step_rates)}; "
+          f"a backlog drains at {drain:,.0f})")
+    print(f"end to end / model-only                 {e2e / ceiling:>12.0%}     >= 75 %   "
+          f"(backlog drain: {drain / ceiling:.0%})")
     print(f"latency p50 / p95 / p99 (s) at {results['latency']['offered_rate']:.0f}/s  "
           f"{results['latency']['p50_s']:.2f} / {results['latency']['p95_s']:.2f} / {results['latency']['p99_s']:.2f}   p95 <= 3 s")
     print(f"  (timed once warm; start-up to the first scored batch {results['latency']['startup_s']:.0f} s)")
-    print(f"baseline (events/s)                     {results['baseline']['events_per_s']:>12,.1f}")
-    print(f"speed-up over baseline                  {e2e / results['baseline']['events_per_s']:>12,.0f}x    >= 500x")
+    print(f"baseline (events/s)                     {base:>12,.1f}")
+    print(f"speed-up over baseline                  {e2e / base:>12,.0f}x    >= 500x   (backlog drain: {drain / base:,.0f}x)")
     for st in results["state"]:
         print(f"state, {st['sensors']:,} sensors: RocksDB SST {st['rocksdb_sst_bytes'] / 2**20:.1f} MiB; peak PSS: "
               f"JVM (driver + executor) {st['jvm_pss_peak'] / 2**20:,.0f} MiB, Python workers "

@@ -35,6 +35,10 @@ def test_throughput_benchmark_quick(tmp_path):
     assert res["model_only"]["windows_per_s"] > 0
     assert res["parse"]["lines"] > 0 and res["parse"]["same_result"]  # the stream's parser agrees with the reference
     assert res["saturated"]["steady_events"] > 0
+    # the stepped run offered its first rate and read what was sent (kept up or not: not a test)
+    first = res["stepped"]["steps"][0]
+    assert first["sent_events_per_s"] > 0 and first["read_events_per_s"] > 0
+    assert isinstance(first["kept_up"], bool)
     assert res["baseline"]["rows"] > 0
     assert res["latency"]["anomalies_timed"] >= 0
     # the timed events were offered only after the warm-up batch was scored
