@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from sentinel.error_model import ErrorModel, fit_error_model
-from sentinel.scoring import (flag, persist, persist_groups, recent_mask, recent_rule, reduce_errors, reduction,
+from sentinel.scoring import (BATCH_SIZES, batch_spans, flag, persist, persist_groups, recent_mask, recent_rule, reduce_errors, reduction,
                               scores_from_errors)
 from sentinel.training import split_validation
 
@@ -180,3 +180,14 @@ def test_persist_rejects_bad_arguments():
         persist(np.array([1]), 3, 2)
     with pytest.raises(ValueError, match="contiguous"):
         persist_groups(np.array([1, 0, 1]), np.array(["a", "b", "a"]), 1, 2)
+
+
+@pytest.mark.parametrize("m,batch", [(1, 4096), (255, 4096), (2500, 4096), (4096, 4096), (9000, 4096),
+                                     (300, 64), (1100, 1024)])
+def test_batch_spans_cover_the_rows_with_little_padding(m, batch):
+    spans = batch_spans(m, batch)
+    assert spans[0][0] == 0 and spans[-1][1] == m
+    assert all(a == prev_b for (a, _), (_, prev_b) in zip(spans[1:], spans[:-1]))  # contiguous
+    assert all(b - a <= batch for a, b in spans)
+    padded = sum(next((s for s in BATCH_SIZES if s >= b - a), b - a) for a, b in spans)
+    assert padded - m < 256 or batch < 256  # at most one call padded, by less than the smallest size
