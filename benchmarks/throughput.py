@@ -519,8 +519,9 @@ def main(argv=None) -> int:
     print(f"parsing (lines/s; per-line parser)      {results['parse']['lines_per_s']:>12,.0f}     "
           f"({results['parse']['per_line_lines_per_s']:,.0f})")
     print(f"end to end sustained (events/s)         {e2e:>12,.0f}     >= 20,000")
+    behind = [st["read_events_per_s"] for st in results["stepped"]["steps"] if not st["kept_up"]]
     print(f"  (highest offered rate kept up with, of {', '.join(f'{r:,.0f}' for r in args.step_rates)}; "
-          f"a backlog drains at {drain:,.0f})")
+          f"a backlog drains at {drain:,.0f}" + (f"; steps not kept up read at most {max(behind):,.0f}/s)" if behind else ")"))
     print(f"end to end / model-only                 {e2e / ceiling:>12.0%}     >= 75 %   "
           f"(backlog drain: {drain / ceiling:.0%})")
     print(f"latency p50 / p95 / p99 (s) at {results['latency']['offered_rate']:.0f}/s  "
