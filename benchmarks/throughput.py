@@ -450,7 +450,8 @@ def main(argv=None) -> int:
     ap.add_argument("--step-rates", type=lambda v: [float(x) for x in v.split(",")],
                     default=[12000.0, 16000.0, 20000.0, 24000.0, 28000.0],
                     help="comma-separated offered rates (events/s) of the stepped run, ascending")
-    ap.add_argument("--step-seconds", type=float, default=24.0, help="seconds per offered rate")
+    ap.add_argument("--step-seconds", type=float, default=36.0,
+                    help="seconds per offered rate (a longer step tells a backlog that settles from one that grows)")
     ap.add_argument("--latency-rate", type=float, default=5000.0)
     ap.add_argument("--latency-seconds", type=float, default=60.0)
     ap.add_argument("--baseline-seconds", type=float, default=60.0)
