@@ -27,11 +27,12 @@ through a compiled TensorFlow function.
 """
 from __future__ import annotations
 
+import json
 import logging
 import signal
-from collections import deque
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -519,7 +520,6 @@ class BatchWriter:
 
 def anomaly_records(df: pd.DataFrame, model_version: str, batch_id: int, features: list[str]) -> pd.DataFrame:
     """Rows flagged by the UDF -> the anomaly record contract."""
-    import json
     cols = ["sensor_id", "event_time", "score", "threshold", "severity", "values", "model_version",
             "batch_id", "detected_at"]
     if df.empty:
@@ -564,7 +564,6 @@ def consumed_offsets(progress: dict) -> int | None:
         end = src.get("endOffset")
         if isinstance(end, str):
             try:
-                import json
                 end = json.loads(end)
             except ValueError:
                 return None
