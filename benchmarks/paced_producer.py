@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
-from sentinel.kafka import produce_lines  # noqa: E402
+from sentinel.ingest.kafka import produce_lines  # noqa: E402
 
 
 def parse_schedule(text: str) -> list[tuple[float, int]]:

@@ -7,7 +7,7 @@ period that continues the same network, 5-minute readings, every anomaly type in
 run it
 
 1. trains the default model (conf/sentinel.toml) and the other cell (GRU/LSTM) with the same
-   settings, and scores the test week with `sentinel.commands.score_table` (the streaming
+   settings, and scores the test week with `sentinel.detect.batch.score_table` (the streaming
    UDF's windowing and scoring code): the main table, with a rolling z-score baseline;
 2. re-calibrates each trained network for every scoring variant (window score reduction x
    threshold method x recent-error rule x alarm persistence) with `training.calibrate_bundle`
@@ -40,12 +40,13 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
-from sentinel import evaluate, scoring  # noqa: E402
-from sentinel.commands import score_table, table_windows  # noqa: E402
+from sentinel.detect import evaluate
+from sentinel.detect import scoring
+from sentinel.detect.batch import score_table, table_windows  # noqa: E402
 from sentinel.config import load_settings  # noqa: E402
-from sentinel.model import load_bundle  # noqa: E402
-from sentinel.synthetic import simulate  # noqa: E402
-from sentinel.training import calibrate_bundle, fit_bundle, split_windows  # noqa: E402
+from sentinel.detect.model import load_bundle  # noqa: E402
+from sentinel.ingest.synthetic import simulate  # noqa: E402
+from sentinel.detect.training import calibrate_bundle, fit_bundle, split_windows  # noqa: E402
 
 SEED = 7
 CELLS = ("gru", "lstm")

@@ -48,14 +48,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
-from sentinel import scoring, stream  # noqa: E402
+from sentinel.detect import scoring
+from sentinel.stream import query as stream_query, writer as stream_writer
 from sentinel.config import load_settings  # noqa: E402
-from sentinel.events import to_event_json  # noqa: E402
-from sentinel.kafka import ensure_topic, produce_lines  # noqa: E402
-from sentinel.model import keras_module, load_bundle, resolve_bundle  # noqa: E402
-from sentinel.sinks import build_sinks  # noqa: E402
-from sentinel.synthetic import simulate  # noqa: E402
-from sentinel.training import build_windows, fit_bundle  # noqa: E402
+from sentinel.ingest.events import to_event_json  # noqa: E402
+from sentinel.ingest.kafka import ensure_topic, produce_lines  # noqa: E402
+from sentinel.detect.model import keras_module, load_bundle, resolve_bundle  # noqa: E402
+from sentinel.store.sinks import build_sinks  # noqa: E402
+from sentinel.ingest.synthetic import simulate  # noqa: E402
+from sentinel.detect.training import build_windows, fit_bundle  # noqa: E402
 
 
 BOOTSTRAP = ["127.0.0.1:19092"]  # set from --bootstrap in main()
@@ -111,7 +112,7 @@ def parse_only(settings, n_sensors: int, n_lines: int) -> dict:
     """Lines/s of the stream's parser (``events.parse_batch``, Arrow) and of the per-line
     reference (``events.parse_lines``) on the same JSON lines, in Arrow batches as the job gets
     them; ``same_result`` says whether they agreed on every line."""
-    from sentinel import events
+    from sentinel.ingest import events
     lines = [line for _, _, line in event_lines(n_sensors, n_lines / n_sensors * 300 / 86400 + 0.01, EVENTS_START,
                                                 1.0, settings)][:n_lines]
     batch = settings.spark.arrow_max_records
@@ -143,7 +144,7 @@ def deploy(spark, settings, bundle, topic: str, tmp: Path, name: str, **override
                             "stream.checkpoint": str(tmp / f"ckpt-{name}"),
                             "sinks.sqlite.path": str(tmp / f"{name}.db"), **overrides})
     sinks = build_sinks(s)
-    writer_totals = stream.run(spark, s, bundle, sinks)
+    writer_totals = stream_query.run(spark, s, bundle, sinks)
     return s, writer_totals
 
 
@@ -177,7 +178,7 @@ def plain_lines(n_sensors: int, readings: int) -> list[tuple[str, str, str]]:
 
 
 def stream_progress():
-    return stream.LAST_PROGRESS
+    return stream_query.LAST_PROGRESS
 
 
 def offer_after_warmup(pairs: list[tuple[str, str]], topic: str, schedule: list[tuple[float, int]],
@@ -214,7 +215,7 @@ def offer_after_warmup(pairs: list[tuple[str, str]], topic: str, schedule: list[
 
 def written_times() -> dict[int, float]:
     """batch_id -> when its rows were in every store (the deploy job's writer records it)."""
-    return dict(list(stream.BATCHES_WRITTEN))
+    return dict(list(stream_writer.BATCHES_WRITTEN))
 
 
 def warm_and_timed(lines, length: int):
@@ -432,7 +433,7 @@ def state_memory(spark, settings, bundle, bootstrap, tmp, n_sensors: int) -> dic
     finally:
         done.set()
         sampler.join()
-    prog = [p for p in stream.LAST_PROGRESS if p["rows"] > 0] or stream.LAST_PROGRESS
+    prog = [p for p in stream_query.LAST_PROGRESS if p["rows"] > 0] or stream_query.LAST_PROGRESS
     last = prog[-1] if prog else {}
     return {"sensors": n_sensors, "events": st["events"], "state_rows": last.get("state_rows"),
             "state_memory_bytes": last.get("state_bytes"), "rocksdb_sst_bytes": last.get("rocksdb_sst_bytes", 0),
@@ -466,7 +467,7 @@ def main(argv=None) -> int:
         args.sensors, args.days, args.latency_rate, args.latency_seconds = 20, 0.3, 200.0, 10.0
         args.baseline_seconds, args.state_sensors = 10.0, [200]
         args.step_rates, args.step_seconds = [100.0, 200.0], 8.0
-    from sentinel import spark as sparkmod
+    from sentinel.stream import spark as sparkmod
     settings = load_settings(None, [f"sinks.enabled={json.dumps(args.sinks.split(','))}", "spark.log_level='ERROR'",
                                     "source.kafka.max_offsets_per_trigger=100000"])
     bundle = get_bundle(args)

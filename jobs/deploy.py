@@ -10,9 +10,8 @@ Same code and flags as `sentinel deploy`; see `--help`.
 """
 import sys
 
-from sentinel import commands
-from sentinel.cli import main
+from sentinel.cli import deploy, main
 
 if __name__ == "__main__":
-    sys.exit(main(["deploy", *sys.argv[1:]], {"deploy": (commands.add_deploy_args, commands.run_deploy,
+    sys.exit(main(["deploy", *sys.argv[1:]], {"deploy": (deploy.add_deploy_args, deploy.run_deploy,
                                                            "deploy job")}, prog="jobs/deploy.py"))

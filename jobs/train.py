@@ -9,9 +9,8 @@ Same code and flags as `sentinel train`; see `--help`.
 """
 import sys
 
-from sentinel import commands
-from sentinel.cli import main
+from sentinel.cli import main, train
 
 if __name__ == "__main__":
-    sys.exit(main(["train", *sys.argv[1:]], {"train": (commands.add_train_args, commands.run_train,
+    sys.exit(main(["train", *sys.argv[1:]], {"train": (train.add_train_args, train.run_train,
                                                          "training job")}, prog="jobs/train.py"))

@@ -35,7 +35,7 @@ def need_service(env_var: str, what: str) -> str:
 
 @pytest.fixture(scope="session")
 def spark():
-    from sentinel import spark as sparkmod
+    from sentinel.stream import spark as sparkmod
     from sentinel.config import load_settings
     s = load_settings(None, ["spark.master='local[2]'", "spark.shuffle_partitions=2",
                              "spark.conf={\"spark.ui.enabled\" = \"false\"}"])
@@ -53,14 +53,14 @@ def tiny_settings():
 @pytest.fixture(scope="session")
 def tiny_network():
     """4 sensors, 6 days of 5-minute readings with labelled anomalies (seeded)."""
-    from sentinel.synthetic import simulate
+    from sentinel.ingest.synthetic import simulate
     return simulate(n_sensors=4, days=6, interval_s=300, seed=3, anomalies_per_sensor_week=3.0)
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_settings, tiny_network):
     """A small GRU bundle trained on the tiny network (about 15 s on 2 cores)."""
-    from sentinel.training import fit_bundle
+    from sentinel.detect.training import fit_bundle
     frame = tiny_network.readings.rename(columns={"timestamp": "event_time"})
     out = tmp_path_factory.mktemp("bundle") / "tiny"
     path, _ = fit_bundle(frame, tiny_settings, out, label_col="is_anomaly")

@@ -128,7 +128,7 @@ def _produce(bootstrap: str, topic: str, readings) -> int:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from sentinel.config import DataSettings
-    from sentinel.events import to_event_json
+    from sentinel.ingest.events import to_event_json
 
     admin = AdminClient({"bootstrap.servers": bootstrap})  # keep a reference: the futures need it alive
     admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[topic].result(30)
@@ -253,7 +253,7 @@ def spark_cluster():
 
 @pytest.fixture(scope="module")
 def cluster_run(spark_cluster, tmp_path_factory, request):
-    from sentinel.synthetic import simulate
+    from sentinel.ingest.synthetic import simulate
 
     bootstrap = need_service("SENTINEL_KAFKA_BOOTSTRAP", "Kafka")
     tag = uuid.uuid4().hex[:8]

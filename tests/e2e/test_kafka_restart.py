@@ -127,10 +127,10 @@ class _Lines(logging.Handler):
 
 
 def _reference(spark, cfg: Path, bundle) -> tuple[dict, dict]:
-    from sentinel import stream
+    from sentinel.stream import query as stream_query
     from sentinel.config import load_settings
-    from sentinel.model import load_bundle
-    from sentinel.sinks import build_sinks
+    from sentinel.detect.model import load_bundle
+    from sentinel.store.sinks import build_sinks
     settings = load_settings(cfg, ["stream.idle_timeout_s=5.0"])
     sinks = build_sinks(settings)
     handler, logger = _Lines(), logging.getLogger("sentinel.stream")
@@ -138,7 +138,7 @@ def _reference(spark, cfg: Path, bundle) -> tuple[dict, dict]:
     old_level = logger.level
     logger.setLevel(logging.INFO)
     try:
-        totals = stream.run(spark, settings, load_bundle(str(bundle)), sinks)
+        totals = stream_query.run(spark, settings, load_bundle(str(bundle)), sinks)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
@@ -148,17 +148,17 @@ def _reference(spark, cfg: Path, bundle) -> tuple[dict, dict]:
 
 
 def test_sigkill_and_restart_neither_loses_nor_duplicates(spark, tmp_path, tiny_bundle):
-    from sentinel.commands import _event_lines, _keyed
     from sentinel.config import load_settings
-    from sentinel.kafka import consume_all, produce_lines
-    from sentinel.synthetic import simulate
+    from sentinel.ingest.feed import event_lines
+    from sentinel.ingest.kafka import consume_all, keyed_lines, produce_lines
+    from sentinel.ingest.synthetic import simulate
     bootstrap = need_service("SENTINEL_KAFKA_BOOTSTRAP", "Kafka")
     tag = uuid.uuid4().hex[:10]
     topic, alerts = f"e2e-events-{tag}", f"e2e-alerts-{tag}"
     live = simulate(**LIVE)
-    lines = list(_event_lines(live.readings, load_settings(), 0.0, 0))  # what `sentinel simulate` sends
+    lines = list(event_lines(live.readings, load_settings().data, 0.0, 0))  # what `sentinel simulate` sends
     cut = len(lines) // 4
-    msgs = list(_keyed(lines[:cut])) + [(None, b) for b in BAD] + list(_keyed(lines[cut:]))
+    msgs = list(keyed_lines(lines[:cut])) + [(None, b) for b in BAD] + list(keyed_lines(lines[cut:]))
     sent = produce_lines(msgs, bootstrap, topic, rate=0, partitions=2)
     env = _env()
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"

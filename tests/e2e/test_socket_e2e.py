@@ -8,7 +8,6 @@ import os
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +15,8 @@ import pandas as pd
 import pytest
 
 from sentinel.config import DataSettings
-from sentinel.evaluate import episode_metrics
-from sentinel.events import parse_lines
+from sentinel.detect.evaluate import episode_metrics
+from sentinel.ingest.events import parse_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"

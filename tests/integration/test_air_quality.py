@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from sentinel.commands import score_table
+from sentinel.detect.batch import score_table
 from sentinel.config import load_settings
-from sentinel.events import parse_lines
-from sentinel.model import load_bundle
-from sentinel.synthetic import simulate_air_quality
-from sentinel.training import fit_bundle
+from sentinel.ingest.events import parse_lines
+from sentinel.detect.model import load_bundle
+from sentinel.ingest.synthetic import simulate_air_quality
+from sentinel.detect.training import fit_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 SIX = """{"id_sensor": "sensor_1", "timestamp": "2025-11-09T21:00:00Z", "nivelco2": 22.5, "nivelpm10": 45.0, "nivelmetano": 1013.0}

@@ -20,7 +20,7 @@ def bootstrap():
 
 
 def _anomalies(batch_id: int, n: int = 3) -> pd.DataFrame:
-    from sentinel.stream import anomaly_records
+    from sentinel.stream.writer import anomaly_records
     t0 = pd.Timestamp("2026-01-12T00:00:00Z") + pd.Timedelta(hours=batch_id)
     df = pd.DataFrame({"sensor_id": [f"PT-{i + 1:04d}" for i in range(n)],
                        "event_time": [t0 + pd.Timedelta(minutes=5 * i) for i in range(n)],
@@ -30,7 +30,7 @@ def _anomalies(batch_id: int, n: int = 3) -> pd.DataFrame:
 
 def _sink(bootstrap, topic, checkpoint):
     from sentinel.config import load_settings
-    from sentinel.sinks.kafka_alerts import KafkaAlertsSink
+    from sentinel.store.sinks.kafka_alerts import KafkaAlertsSink
     s = load_settings(None, [f'source.kafka.bootstrap_servers="{bootstrap}"', f'source.kafka.alerts_topic="{topic}"'])
     sink = KafkaAlertsSink(s.source.kafka, str(checkpoint), partitions=2)
     sink.setup()
@@ -38,7 +38,7 @@ def _sink(bootstrap, topic, checkpoint):
 
 
 def _published(bootstrap, topic):
-    from sentinel.kafka import consume_all
+    from sentinel.ingest.kafka import consume_all
     return sorted((json.loads(m.value())["batch_id"], json.loads(m.value())["sensor_id"])
                   for m in consume_all(bootstrap, topic))
 

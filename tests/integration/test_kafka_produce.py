@@ -36,7 +36,7 @@ def _topic(prefix: str) -> str:
 
 def test_produce_file_sends_every_line_as_is_keyed_by_sensor(bootstrap, tmp_path, capsys):
     from sentinel.cli import main
-    from sentinel.kafka import consume_all
+    from sentinel.ingest.kafka import consume_all
     lines = [b'{"sensor_id": "PT-0001", "timestamp": "2026-01-12T00:00:00Z", "pressure": 31.4}',
              b'{"sensor_id": "PT-0002", "timestamp": "2026-01-12T00:00:00Z", "pressure": 28.0}',
              b"not json at all",
@@ -62,7 +62,7 @@ def test_produce_target_url_and_stdin(bootstrap, monkeypatch, capsys):
     import io
     import sys
     from sentinel.cli import main
-    from sentinel.kafka import consume_all
+    from sentinel.ingest.kafka import consume_all
     topic = _topic("it-produce-url")
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b'{"sensor_id": "S1"}\n{"sensor_id": "S2"}\n')))
     assert main(["produce", "--file", "-", "--target", f"kafka://{bootstrap}/{topic}"]) == 0
@@ -71,7 +71,7 @@ def test_produce_target_url_and_stdin(bootstrap, monkeypatch, capsys):
 
 def test_simulate_streams_to_kafka(bootstrap):
     from sentinel.cli import main
-    from sentinel.kafka import consume_all
+    from sentinel.ingest.kafka import consume_all
     topic = _topic("it-simulate")
     # 3 sensors, 0.25 day of 5-minute readings = 216 events
     assert main(["simulate", "--sensors", "3", "--days", "0.25", "--stream", f"kafka://{bootstrap}/{topic}",
@@ -97,7 +97,7 @@ def test_unreachable_broker_is_one_sentence_within_the_timeout(tmp_path, capsys)
 
 def test_ensure_topic(bootstrap):
     from confluent_kafka.admin import AdminClient
-    from sentinel.kafka import ensure_topic
+    from sentinel.ingest.kafka import ensure_topic
     topic = _topic("it-ensure")
     assert ensure_topic(bootstrap, topic, partitions=3) is True
     assert ensure_topic(bootstrap, topic, partitions=5) is False  # exists: left alone

@@ -47,7 +47,7 @@ def _messages(readings: pd.DataFrame):
     """Good events in time order (some without sensor_id in the JSON, keyed), bad ones after
     the first third, so later good events prove the job kept going."""
     from sentinel.config import DataSettings
-    from sentinel.events import to_event_json
+    from sentinel.ingest.events import to_event_json
     data = DataSettings()
     out = []
     for i, r in enumerate(readings.itertuples(index=False)):
@@ -63,12 +63,12 @@ def _messages(readings: pd.DataFrame):
 
 @pytest.fixture(scope="module")
 def kafka_run(spark, tmp_path_factory, tiny_bundle):
-    from sentinel import stream
+    from sentinel.stream import query as stream_query
     from sentinel.config import load_settings
-    from sentinel.kafka import produce_lines
-    from sentinel.model import load_bundle
-    from sentinel.sinks import build_sinks
-    from sentinel.synthetic import simulate
+    from sentinel.ingest.kafka import produce_lines
+    from sentinel.detect.model import load_bundle
+    from sentinel.store.sinks import build_sinks
+    from sentinel.ingest.synthetic import simulate
 
     bootstrap = need_service("SENTINEL_KAFKA_BOOTSTRAP", "Kafka")
     tag = uuid.uuid4().hex[:10]
@@ -86,7 +86,7 @@ def kafka_run(spark, tmp_path_factory, tiny_bundle):
     sinks = build_sinks(settings)
     t0 = time.time()
     try:
-        totals = stream.run(spark, settings, bundle, sinks)
+        totals = stream_query.run(spark, settings, bundle, sinks)
     finally:
         for s in sinks:
             s.close()
@@ -125,7 +125,7 @@ def test_malformed_messages_rejected_with_reason_and_stream_continues(kafka_run)
 
 
 def test_anomalies_match_injected_episodes(kafka_run):
-    from sentinel import evaluate
+    from sentinel.detect import evaluate
     live, a = kafka_run["live"], kafka_run["anomalies"]
     flags = pd.DataFrame({"sensor_id": a["sensor_id"], "timestamp": pd.to_datetime(a["event_time"], utc=True)})
     tol = pd.Timedelta(seconds=LIVE["interval_s"]) * WINDOW
@@ -156,7 +156,7 @@ def test_stream_flags_equal_batch_scoring(kafka_run, tiny_settings):
     """The streaming path (Kafka -> state -> UDF) flags what `sentinel score` flags on the same
     readings; only a reading whose score sits within 0.1 % of the threshold may differ (float
     noise between batch compositions)."""
-    from sentinel.commands import score_table
+    from sentinel.detect.batch import score_table
     batch = score_table(kafka_run["bundle"], kafka_run["live"].readings, tiny_settings)
     batch["timestamp"] = pd.to_datetime(batch["timestamp"], utc=True)
     want = set(zip(batch.loc[batch["is_anomaly"] == 1, "sensor_id"], batch.loc[batch["is_anomaly"] == 1, "timestamp"]))
@@ -168,7 +168,7 @@ def test_stream_flags_equal_batch_scoring(kafka_run, tiny_settings):
 
 
 def test_alert_topic_holds_exactly_the_stored_anomalies(kafka_run):
-    from sentinel.kafka import consume_all
+    from sentinel.ingest.kafka import consume_all
     msgs = consume_all(kafka_run["bootstrap"], kafka_run["alerts"])
     recs = [json.loads(m.value()) for m in msgs]
     assert all(m.key().decode() == r["sensor_id"] for m, r in zip(msgs, recs))
@@ -188,8 +188,8 @@ def test_read_source_pattern_and_passthrough_options(spark, tmp_path):
     """read_source's Kafka options reach Spark's connector: subscribePattern, startingOffsets,
     and source.kafka.options as kafka.* (a bogus security.protocol must break the consumer)."""
     from sentinel.config import load_settings
-    from sentinel.kafka import produce_lines
-    from sentinel.stream import read_source
+    from sentinel.ingest.kafka import produce_lines
+    from sentinel.stream.source import read_source
     bootstrap = need_service("SENTINEL_KAFKA_BOOTSTRAP", "Kafka")
     tag = uuid.uuid4().hex[:10]
     for i in range(2):

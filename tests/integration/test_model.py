@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sentinel import scoring
-from sentinel.model import BundleError, load_bundle, resolve_bundle
-from sentinel.training import TrainingDataError, build_windows, fit_bundle
+from sentinel.detect import scoring
+from sentinel.detect.model import BundleError, load_bundle, resolve_bundle
+from sentinel.detect.training import TrainingDataError, build_windows, fit_bundle
 
 
 def test_bundle_contract(tiny_bundle):
@@ -95,7 +95,7 @@ def test_bundle_without_score_section_or_error_model_scores_with_the_mean(tiny_b
 
 
 def test_score_table_applies_alarm_persistence(tiny_bundle, tiny_network, tiny_settings):
-    from sentinel.commands import score_table
+    from sentinel.detect.batch import score_table
     b = load_bundle(str(tiny_bundle))
     frame = tiny_network.readings
     raw = score_table(b, frame, tiny_settings)

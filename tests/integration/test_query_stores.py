@@ -1,5 +1,5 @@
 """`sentinel query` returns the same rows from SQLite, PostgreSQL and S3 for the same batches,
-and the analysts' SQL in the README runs unchanged on SQLite and PostgreSQL.
+and the analysts' SQL in docs/analysts.md runs unchanged on SQLite and PostgreSQL.
 
 Needs the real PostgreSQL and S3 servers (`make test` starts them)."""
 from __future__ import annotations
@@ -13,10 +13,10 @@ import uuid
 import pandas as pd
 import pytest
 
-from sentinel.analysis import NATURAL_KEY, Filters, parse_store, query
+from sentinel.store.query import NATURAL_KEY, Filters, parse_store, query
 from sentinel.config import PostgresSettings, S3Settings, load_settings
-from sentinel.registry import normalise
-from sentinel.sinks.sqlite import SqliteSink
+from sentinel.store.registry import normalise
+from sentinel.store.sinks.sqlite import SqliteSink
 from tests.conftest import ROOT
 from tests.integration.test_sinks_postgres import HOSTILE, drop_schema, make_anomalies, make_rejects
 from tests.conftest import need_service
@@ -54,9 +54,9 @@ REGISTRY = pd.DataFrame({"sensor_id": ["PT-0001", "PT-0002", "pt-0001", HOSTILE[
 def stores(tmp_path_factory):
     need_service("PGHOST", "PostgreSQL")
     endpoint = need_service("SENTINEL_S3_ENDPOINT", "S3 server")
-    from sentinel.sinks.postgres import PostgresSink
-    from sentinel.sinks.s3 import S3Sink
-    from sentinel.storage import list_keys, s3_client
+    from sentinel.store.sinks.postgres import PostgresSink
+    from sentinel.store.sinks.s3 import S3Sink
+    from sentinel.store.storage import list_keys, s3_client
     db = tmp_path_factory.mktemp("stores") / "sentinel.db"
     schema = f"q_{uuid.uuid4().hex[:10]}"
     bucket, prefix = f"sentinel-q-{uuid.uuid4().hex[:8]}", "lake/anomalies"
@@ -168,16 +168,13 @@ def test_cli_query_output_is_identical_across_stores(stores, capsys):
     assert len(outputs["sqlite"].splitlines()) == 4  # header + 3
 
 
-# ---------------------------------------------------------------- the SQL in the README
-DOC = ROOT / "README.md"
+# ---------------------------------------------------------------- the SQL in docs/analysts.md
+DOC = ROOT / "docs" / "analysts.md"
 
 
 def doc_sql() -> list[str]:
-    text = DOC.read_text(encoding="utf-8")
-    section = text[text.index("## For analysts"):]
-    section = section[:section.index("\n## ", 5)]
-    blocks = re.findall(r"```sql\n(.*?)```", section, re.S)
-    assert len(blocks) == 4, "the README's 'For analysts' section should hold the four portable queries"
+    blocks = re.findall(r"```sql\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) == 4, "docs/analysts.md should hold the four portable queries"
     return blocks
 
 
@@ -185,7 +182,7 @@ def doc_sql() -> list[str]:
 def recent_stores(tmp_path_factory):
     """SQLite + PostgreSQL holding anomalies of the last hours and some older than a day."""
     need_service("PGHOST", "PostgreSQL")
-    from sentinel.sinks.postgres import PostgresSink
+    from sentinel.store.sinks.postgres import PostgresSink
     now = pd.Timestamp.now(tz="UTC").floor("s")
     recent = [("PT-A", now - pd.Timedelta(minutes=50), 3.0), ("PT-A", now - pd.Timedelta(hours=2), 1.2),
               ("PT-B", now - pd.Timedelta(hours=5), 2.4), ("PT-C", now - pd.Timedelta(hours=23), 1.1),

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from sentinel.config import PostgresSettings
-from sentinel.stream import anomaly_records, reject_records
+from sentinel.stream.writer import anomaly_records, reject_records
 from tests.conftest import ROOT, need_service
 
 HOSTILE = ["x'); DROP TABLE anomalies;--", "../../etc", "Ünïcødé-センサー-🚰", "new\nline",
@@ -76,7 +76,7 @@ def pg_schema():
 
 @pytest.fixture
 def pg_sink(pg_schema):
-    from sentinel.sinks.postgres import PostgresSink
+    from sentinel.store.sinks.postgres import PostgresSink
     sink = PostgresSink(PostgresSettings(schema=pg_schema, retries=2, retry_backoff_s=0.05))
     sink.setup()
     yield sink
@@ -107,7 +107,7 @@ def free_port() -> int:
 
 # ---------------------------------------------------------------- schema
 def test_concurrent_setup_applies_each_migration_once(pg_schema):
-    from sentinel.sinks.postgres import MIGRATIONS, PostgresSink
+    from sentinel.store.sinks.postgres import MIGRATIONS, PostgresSink
     n = 4
     barrier = threading.Barrier(n)
     results, errors = [None] * n, []
@@ -181,7 +181,7 @@ def test_replayed_batch_adds_nothing(pg_sink, pg_schema):
 def test_failed_statement_rolls_back_the_whole_batch(pg_schema, monkeypatch):
     import psycopg2
     import psycopg2.extras
-    from sentinel.sinks.postgres import PostgresSink
+    from sentinel.store.sinks.postgres import PostgresSink
     sink = PostgresSink(PostgresSettings(schema=pg_schema, retries=0))
     sink.setup()
     real = psycopg2.extras.execute_values
@@ -205,7 +205,7 @@ def test_failed_statement_rolls_back_the_whole_batch(pg_schema, monkeypatch):
 # ---------------------------------------------------------------- failures
 def test_unreachable_server_fails_loudly_after_retries(monkeypatch):
     import psycopg2
-    from sentinel.sinks import postgres as pgmod
+    from sentinel.store.sinks import postgres as pgmod
     port = free_port()  # nothing listens: connection refused
     sink = pgmod.PostgresSink(PostgresSettings(dsn=f"host=127.0.0.1 port={port} dbname=sentinel user=sentinel",
                                                schema="sentinel", retries=3, retry_backoff_s=0.25))
@@ -226,7 +226,7 @@ def test_unreachable_server_fails_loudly_after_retries(monkeypatch):
 
 
 def test_killed_connection_is_replaced_and_batch_written_once(pg_sink, pg_schema, monkeypatch):
-    from sentinel.sinks import postgres as pgmod
+    from sentinel.store.sinks import postgres as pgmod
     a, r = batch(1)
     pg_sink.write(a, r, 1)
     old_pid = pg_sink._conn.get_backend_pid()
@@ -243,7 +243,7 @@ def test_killed_connection_is_replaced_and_batch_written_once(pg_sink, pg_schema
 def test_server_outage_then_rerun_leaves_each_anomaly_once(pg_schema):
     """Stop the real server between batches: the write fails visibly; once it is back, Spark's
     re-run of the failed batch (and a replay of the one before) leaves every anomaly once."""
-    from sentinel.sinks.postgres import PostgresSink
+    from sentinel.store.sinks.postgres import PostgresSink
     script = ROOT / "scripts" / "services" / "postgres.sh"
     if subprocess.run([str(script), "status"], capture_output=True).returncode != 0:
         pytest.skip("PostgreSQL is not managed by scripts/services/postgres.sh here: cannot stop/start it")
@@ -272,7 +272,7 @@ def test_server_outage_then_rerun_leaves_each_anomaly_once(pg_schema):
 # ---------------------------------------------------------------- hostile input
 def test_hostile_ids_zones_and_schema_name_cannot_inject():
     need_service("PGHOST", "PostgreSQL")
-    from sentinel.sinks.postgres import PostgresSink
+    from sentinel.store.sinks.postgres import PostgresSink
     schema = f'we"ird; DROP SCHEMA public;-- {uuid.uuid4().hex[:6]}'
     sink = PostgresSink(PostgresSettings(schema=schema, retries=0))
     try:
@@ -303,6 +303,6 @@ def test_hostile_ids_zones_and_schema_name_cannot_inject():
 
 def test_password_in_dsn_is_refused():
     from sentinel.config import ConfigError
-    from sentinel.sinks.postgres import PostgresSink
+    from sentinel.store.sinks.postgres import PostgresSink
     with pytest.raises(ConfigError, match="PGPASSWORD"):
         PostgresSink(PostgresSettings(dsn="host=127.0.0.1 user=sentinel password=hunter2"))

@@ -23,7 +23,7 @@ def s3_settings():
     settings = S3Settings(bucket=bucket, prefix=f"runs/{uuid.uuid4().hex[:6]}", region="us-east-1",
                           endpoint_url=endpoint)
     yield settings
-    from sentinel.storage import list_keys, s3_client
+    from sentinel.store.storage import list_keys, s3_client
     client = s3_client(endpoint)
     try:
         for key in list_keys(client, bucket, ""):
@@ -35,7 +35,7 @@ def s3_settings():
 
 @pytest.fixture
 def s3_sink(s3_settings):
-    from sentinel.sinks.s3 import S3Sink
+    from sentinel.store.sinks.s3 import S3Sink
     sink = S3Sink(s3_settings)
     sink.setup()
     yield sink
@@ -43,7 +43,7 @@ def s3_sink(s3_settings):
 
 
 def read_object(sink, key) -> pd.DataFrame:
-    from sentinel.sinks.s3 import read_parquet_bytes
+    from sentinel.store.sinks.s3 import read_parquet_bytes
     return read_parquet_bytes(sink.client.get_object(Bucket=sink.bucket, Key=key)["Body"].read())
 
 
@@ -51,7 +51,7 @@ def read_object(sink, key) -> pd.DataFrame:
 def test_setup_creates_the_bucket_once_in_its_region(s3_settings, region):
     from dataclasses import replace
 
-    from sentinel.sinks.s3 import S3Sink
+    from sentinel.store.sinks.s3 import S3Sink
     sink = S3Sink(replace(s3_settings, region=region))
     sink.setup()
     sink.setup()  # exists now: no error
@@ -62,7 +62,7 @@ def test_setup_creates_the_bucket_once_in_its_region(s3_settings, region):
 def test_endpoint_from_env_when_config_is_empty(s3_settings, monkeypatch):
     from dataclasses import replace
 
-    from sentinel.sinks.s3 import S3Sink
+    from sentinel.store.sinks.s3 import S3Sink
     monkeypatch.setenv("SENTINEL_S3_ENDPOINT", s3_settings.endpoint_url)
     assert S3Sink(replace(s3_settings, endpoint_url="")).endpoint == s3_settings.endpoint_url
     monkeypatch.setenv("SENTINEL_S3_ENDPOINT", "http://127.0.0.1:1")
@@ -94,7 +94,7 @@ def test_objects_partitioned_by_date_and_keyed_by_batch(s3_sink):
 
 
 def test_replayed_batch_overwrites_instead_of_duplicating(s3_sink):
-    from sentinel.analysis import Filters, Store, query
+    from sentinel.store.query import Filters, Store, query
     a, r = batch(3)
     s3_sink.write(a, r, 3)
     before = {k: s3_sink.client.head_object(Bucket=s3_sink.bucket, Key=k)["ETag"]
@@ -117,7 +117,7 @@ def _settings_for(sink):
 
 
 def test_same_anomaly_in_two_batches_is_read_once(s3_sink):
-    from sentinel.analysis import Filters, Store, query
+    from sentinel.store.query import Filters, Store, query
     a, r = batch(5)
     s3_sink.write(a, r, 5)
     s3_sink.write(a.assign(batch_id=9), r.iloc[:0], 9)  # e.g. re-scored after a restart
@@ -126,7 +126,7 @@ def test_same_anomaly_in_two_batches_is_read_once(s3_sink):
 
 
 def test_hostile_ids_never_shape_keys(s3_sink):
-    from sentinel.analysis import Filters, Store, query
+    from sentinel.store.query import Filters, Store, query
     rows = [(sid, f"2026-03-2{i % 3 + 1}T10:00:00Z", 2.0 + i, 1.0, 20.0) for i, sid in enumerate(HOSTILE)]
     a = make_anomalies(11, rows)
     r = make_rejects(11, [("../../etc/passwd\x00", "not_json: x", "../../etc", None)])
@@ -145,7 +145,7 @@ def test_hostile_ids_never_shape_keys(s3_sink):
 
 
 def test_write_scores_and_score_records(s3_sink):
-    from sentinel.sinks.s3 import SCORE_COLUMNS, score_records
+    from sentinel.store.sinks.s3 import SCORE_COLUMNS, score_records
     df = pd.DataFrame({"sensor_id": ["PT-1", "PT-2", "PT-1"],
                        "event_time": pd.to_datetime(["2026-03-25T10:00Z", "2026-03-25T10:00Z", "2026-03-26T00:05Z"]),
                        "score": [0.2, 1.7, 0.4], "threshold": [1.0, 1.0, 1.0], "is_anomaly": [False, True, False],
@@ -172,7 +172,7 @@ def test_load_sensors_upserts_the_registry(s3_sink):
 
 
 def test_upload_and_download_a_bundle_directory(s3_sink, tmp_path):
-    from sentinel.storage import download_prefix, upload_dir
+    from sentinel.store.storage import download_prefix, upload_dir
     src = tmp_path / "bundle"
     (src / "assets").mkdir(parents=True)
     files = {"manifest.json": b'{"version": "v1"}', "model.keras": bytes(range(256)) * 40,
@@ -198,7 +198,7 @@ def test_upload_and_download_a_bundle_directory(s3_sink, tmp_path):
 
 def test_unreachable_endpoint_fails_loudly():
     need_service("SENTINEL_S3_ENDPOINT", "S3 server")
-    from sentinel.sinks.s3 import S3Sink
+    from sentinel.store.sinks.s3 import S3Sink
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -211,7 +211,7 @@ def test_unreachable_endpoint_fails_loudly():
 
 
 def test_fetch_newest_bundle_into_a_cache(s3_sink, tmp_path):
-    from sentinel.storage import fetch_bundle, newest_bundle_url, upload_dir
+    from sentinel.store.storage import fetch_bundle, newest_bundle_url, upload_dir
     for version, value in (("20260101T000000000000Z", b"old"), ("20260301T000000000000Z", b"new")):
         src = tmp_path / version
         src.mkdir()

@@ -3,13 +3,13 @@ import json
 import sqlite3
 from datetime import datetime
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 
-from sentinel.sinks.sqlite import SqliteSink
-from sentinel.stream import BatchWriter, anomaly_records, encode_table, reject_records, rejects_table
+from sentinel.store.sinks.sqlite import SqliteSink
+from sentinel.stream.chunks import encode_table, rejects_table
+from sentinel.stream.writer import BatchWriter, anomaly_records, reject_records
 
 pytestmark = pytest.mark.spark
 

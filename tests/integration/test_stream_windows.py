@@ -4,17 +4,16 @@ Events are written as JSON-lines files, one micro-batch per file, shuffled insid
 the windows and scores assembled across micro-batches must equal `sentinel score`'s for the
 same readings; malformed and late lines must come out as rejects.
 """
-import json
 import os
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from sentinel import stream
-from sentinel.commands import score_table
-from sentinel.events import to_event_json
-from sentinel.model import load_bundle
+from sentinel.stream import query as stream_query, writer as stream_writer
+from sentinel.detect.batch import score_table
+from sentinel.ingest.events import to_event_json
+from sentinel.detect.model import load_bundle
 
 pytestmark = pytest.mark.spark
 
@@ -45,11 +44,11 @@ def streamed(spark, tiny_settings, tiny_bundle, tiny_network, tmp_path_factory):
     bundle = load_bundle(str(tiny_bundle))
     raw = (spark.readStream.format("text").option("maxFilesPerTrigger", 1).load(str(src))
            .selectExpr("value AS raw", "CAST(NULL AS STRING) AS key"))
-    df = stream.build_stream(spark, settings, bundle.path, bundle.manifest, raw, keep_scores=True)
+    df = stream_query.build_stream(spark, settings, bundle.path, bundle.manifest, raw, keep_scores=True)
     batches = []
 
     def collect(batch, batch_id):
-        batches.append(stream.collect_batch(batch, len(bundle.features), keep_scores=True))
+        batches.append(stream_writer.collect_batch(batch, len(bundle.features), keep_scores=True))
 
     q = (df.writeStream.foreachBatch(collect).option("checkpointLocation", settings.stream.checkpoint)
          .trigger(availableNow=True).start())

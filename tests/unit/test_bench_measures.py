@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentinel.stream import consumed_offsets
+from sentinel.stream.query import consumed_offsets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from paced_producer import parse_schedule  # noqa: E402

@@ -71,7 +71,6 @@ def test_file_then_set_precedence(tmp_path):
 
 
 def test_example_configs_load():
-    from pathlib import Path
     examples = sorted((DEFAULT_CONFIG.parent / "examples").glob("*.toml"))
     for path in examples + [DEFAULT_CONFIG]:
         load_settings(path)

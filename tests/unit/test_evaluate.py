@@ -1,9 +1,8 @@
 """Metrics on small hand-checked cases."""
-import numpy as np
 import pandas as pd
 import pytest
 
-from sentinel.evaluate import detected_episodes, episode_metrics, episodes_from_labels, point_metrics
+from sentinel.detect.evaluate import detected_episodes, episode_metrics, episodes_from_labels, point_metrics
 
 T = pd.Timestamp("2026-01-01T00:00:00Z")
 M = pd.Timedelta(minutes=1)

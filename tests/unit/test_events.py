@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import pytest
 
 from sentinel.config import DataSettings
-from sentinel.events import parse_line, parse_lines, parse_timestamp
+from sentinel.ingest.events import parse_line, parse_lines, parse_timestamp
 
 D = DataSettings()
 

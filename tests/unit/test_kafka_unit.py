@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from sentinel.config import ConfigError, load_settings
-from sentinel.feed import FeedError
+from sentinel.ingest.feed import FeedError
 
 
 def _args(*argv):
@@ -34,7 +34,7 @@ def test_produce_needs_a_file():
 
 
 def test_target_defaults_come_from_settings():
-    from sentinel.kafka import resolve_target
+    from sentinel.cli.produce import resolve_target
     s = load_settings(None, ['source.kafka.bootstrap_servers="broker-a:9092, broker-b:9092"',
                              'source.kafka.topic="plant-7"'])
     assert resolve_target(_args("--file", "f"), s) == ("broker-a:9092,broker-b:9092", "plant-7")
@@ -43,7 +43,7 @@ def test_target_defaults_come_from_settings():
 
 
 def test_target_url():
-    from sentinel.kafka import resolve_target
+    from sentinel.cli.produce import resolve_target
     s = load_settings()
     assert resolve_target(_args("--file", "f", "--target", "kafka://10.0.0.5:19092/sensor-events"), s) == \
         ("10.0.0.5:19092", "sensor-events")
@@ -61,7 +61,7 @@ def test_target_url():
                                      ("[::1]:9092", "[::1]:9092"), ("localhost", None), ("h:", None),
                                      ("h:99999", None), (":9092", None), ("", None), ("h:port", None)])
 def test_parse_bootstrap(text, ok):
-    from sentinel.kafka import parse_bootstrap
+    from sentinel.ingest.kafka import parse_bootstrap
     if ok is None:
         with pytest.raises(ConfigError, match="HOST:PORT"):
             parse_bootstrap(text)
@@ -72,7 +72,7 @@ def test_parse_bootstrap(text, ok):
 @pytest.mark.parametrize("topic,ok", [("sensor-events", True), ("a.b_c-1", True), ("bad topic", False),
                                       ("", False), ("x" * 250, False), ("..", False), ("ñ", False)])
 def test_topic_names(topic, ok):
-    from sentinel.kafka import check_topic_name
+    from sentinel.ingest.kafka import check_topic_name
     if ok:
         assert check_topic_name(topic) == topic
     else:
@@ -81,7 +81,7 @@ def test_topic_names(topic, ok):
 
 
 def test_parse_options():
-    from sentinel.kafka import parse_options
+    from sentinel.cli.produce import parse_options
     assert parse_options(["linger.ms=50", "sasl.password=a=b", " acks = all "]) == \
         {"linger.ms": "50", "sasl.password": "a=b", "acks": "all"}
     with pytest.raises(ConfigError, match="KEY=VALUE"):
@@ -89,7 +89,7 @@ def test_parse_options():
 
 
 def test_negative_rate_is_refused():
-    from sentinel.kafka import run_produce
+    from sentinel.cli.produce import run_produce
     with pytest.raises(ConfigError, match="--rate"):
         run_produce(_args("--file", "f", "--rate", "-1"), load_settings())
 
@@ -102,17 +102,17 @@ def test_negative_rate_is_refused():
     ('{"pressure": 3}', None), ("[1, 2]", None), ("not json", None), (b"\xff\xfe\x00", None), ("", None),
 ])
 def test_sensor_key(line, key):
-    from sentinel.kafka import sensor_key
+    from sentinel.ingest.kafka import sensor_key
     assert sensor_key(line) == key
 
 
 def test_sensor_key_follows_the_configured_field():
-    from sentinel.kafka import sensor_key
+    from sentinel.ingest.kafka import sensor_key
     assert sensor_key('{"id_sensor": "AQ-3", "sensor_id": "x"}', "id_sensor") == "AQ-3"
 
 
 def test_file_pairs_keeps_lines_as_they_are():
-    from sentinel.kafka import file_pairs
+    from sentinel.ingest.kafka import file_pairs
     data = (b'{"sensor_id": "A", "pressure": 1}\r\n'
             b"not json\n"
             b"\n"
@@ -125,7 +125,7 @@ def test_file_pairs_keeps_lines_as_they_are():
 
 
 def test_client_options_translate_java_names():
-    from sentinel.kafka import client_options
+    from sentinel.ingest.kafka import client_options
     jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
             'username="svc-sentinel" password="p\\"w0rd";')
     out = client_options({"kafka.security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN",
@@ -141,14 +141,14 @@ def test_client_options_translate_java_names():
 
 
 def test_producer_config_is_idempotent_and_options_win():
-    from sentinel.kafka import producer_config
+    from sentinel.ingest.kafka import producer_config
     c = producer_config("h:1", {"linger.ms": 100, "security.protocol": "SSL"})
     assert c["enable.idempotence"] is True and c["acks"] == "all"
     assert c["linger.ms"] == 100 and c["security.protocol"] == "SSL" and c["bootstrap.servers"] == "h:1"
 
 
 def _anomalies():
-    from sentinel.stream import anomaly_records
+    from sentinel.stream.writer import anomaly_records
     df = pd.DataFrame({"sensor_id": ["PT-0002", "PT-0001"],
                        "event_time": pd.to_datetime(["2026-01-12T07:35:00Z", "2026-01-12T07:40:00.250Z"], format="ISO8601"),
                        "score": [0.9, 2.0], "threshold": [0.45, 0.5], "values": [[21.4], [19.0]]})
@@ -156,7 +156,7 @@ def _anomalies():
 
 
 def test_alert_messages_carry_the_natural_key():
-    from sentinel.sinks.kafka_alerts import alert_messages
+    from sentinel.store.sinks.kafka_alerts import alert_messages
     msgs = alert_messages(_anomalies())
     assert [k for k, _ in msgs] == [b"PT-0002", b"PT-0001"]
     first, second = (json.loads(v) for _, v in msgs)
@@ -168,7 +168,7 @@ def test_alert_messages_carry_the_natural_key():
 
 
 def test_checkpoint_query_id(tmp_path):
-    from sentinel.sinks.kafka_alerts import checkpoint_query_id
+    from sentinel.store.sinks.kafka_alerts import checkpoint_query_id
     qid = str(uuid.uuid4())
     (tmp_path / "metadata").write_text(json.dumps({"id": qid}) + "\n")
     assert checkpoint_query_id(str(tmp_path)) == qid
@@ -180,7 +180,7 @@ def test_checkpoint_query_id(tmp_path):
 
 
 def test_alerts_sink_without_anomalies_does_not_touch_kafka():
-    from sentinel.sinks.kafka_alerts import KafkaAlertsSink
+    from sentinel.store.sinks.kafka_alerts import KafkaAlertsSink
     s = load_settings(None, ['source.kafka.bootstrap_servers="127.0.0.1:1"', 'source.kafka.alerts_topic="a"'])
     sink = KafkaAlertsSink(s.source.kafka, "/nonexistent")
     sink.write(_anomalies().iloc[0:0], pd.DataFrame(), 0)

@@ -8,9 +8,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from sentinel import events
+from sentinel.ingest import events
 from sentinel.config import DataSettings
-from sentinel.events import parse_batch, parse_lines
+from sentinel.ingest.events import parse_batch, parse_lines
 
 D = DataSettings()
 

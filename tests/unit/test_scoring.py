@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from sentinel.error_model import ErrorModel, fit_error_model
-from sentinel.scoring import (BATCH_SIZES, batch_spans, flag, persist, persist_groups, recent_mask, recent_rule, reduce_errors, reduction,
+from sentinel.detect.error_model import ErrorModel, fit_error_model
+from sentinel.detect.scoring import (BATCH_SIZES, batch_spans, flag, persist, persist_groups, recent_mask, recent_rule, reduce_errors, reduction,
                               scores_from_errors)
-from sentinel.training import split_validation
+from sentinel.detect.training import split_validation
 
 E = np.array([[3.0, 4.0, 0.0],
               [1.0, 1.0, 1.0]])
@@ -86,7 +86,7 @@ def _bundle(recent_steps=0, recent_ratio=0.0, threshold=None, reduce="mean"):
 
 
 def test_recent_rule_caps_stale_windows_at_their_threshold_so_they_do_not_alarm():
-    from sentinel.threshold import Threshold
+    from sentinel.detect.threshold import Threshold
     errors = np.array([[9.0, 9.0, 0.0, 0.0],    # anomaly left: mean 4.5 capped at a's threshold 1.0
                        [0.0, 0.0, 9.0, 9.0],    # current: 4.5 stays
                        [9.0, 9.0, 0.0, 0.0],    # stale, sensor b (threshold 3.0): capped at 3.0

@@ -5,9 +5,9 @@ import io
 import numpy as np
 import pandas as pd
 
-from sentinel.sinks.base import TIME_FORMAT, time_text
-from sentinel.sinks.postgres import A_COLUMNS, anomaly_csv
-from sentinel.stream import anomaly_records
+from sentinel.store.sinks.base import TIME_FORMAT, time_text
+from sentinel.store.sinks.postgres import A_COLUMNS, anomaly_csv
+from sentinel.stream.writer import anomaly_records
 
 
 def test_time_text_matches_strftime_and_keeps_missing_times_missing():

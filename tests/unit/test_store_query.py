@@ -8,9 +8,11 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from sentinel import analysis as an
+from sentinel.cli import query as cli_query
+from sentinel.store import query as an
+from sentinel.store import report
 from sentinel.config import ConfigError, load_settings
-from sentinel.stream import anomaly_records
+from sentinel.stream.writer import anomaly_records
 
 HOSTILE = ["x'); DROP TABLE anomalies;--", "../../etc", "Ünïcødé-センサー", "$x^2$ {y}", "a|b`c`<b>"]
 
@@ -81,13 +83,13 @@ def test_cli_arguments_parse_into_filters():
     args = build_parser().parse_args(["query", "--store", "s3://b/p", "--sensor", "A", "--sensor", "B'; --",
                                       "--since", "2026-03-01", "--until", "2026-03-02T00:00:00Z",
                                       "--min-severity", "1.5", "--zone", "north", "--limit", "10", "--format", "csv"])
-    f = an.filters_from_args(args)
+    f = cli_query.filters_from_args(args)
     assert f == an.Filters(sensors=("A", "B'; --"), since=pd.Timestamp("2026-03-01", tz="UTC"),
                            until=pd.Timestamp("2026-03-02", tz="UTC"), min_severity=1.5, zone="north", limit=10)
     assert args.format == "csv" and args.store == "s3://b/p"
     bad = build_parser().parse_args(["query", "--since", "2026-03-02", "--until", "2026-03-01"])
     with pytest.raises(ConfigError, match="not before"):
-        an.filters_from_args(bad)
+        cli_query.filters_from_args(bad)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["query", "--format", "xml"])
     rep = build_parser().parse_args(["report", "--out", "r", "--history", "h.csv", "--zone", "z"])
@@ -115,7 +117,7 @@ def test_build_sql_binds_every_value():
 
 
 def test_postgres_helpers():
-    from sentinel.sinks.postgres import MIGRATIONS, check_dsn, lock_key
+    from sentinel.store.sinks.postgres import MIGRATIONS, check_dsn, lock_key
     assert lock_key("sentinel") == lock_key("sentinel") != lock_key("other")
     assert -2 ** 63 <= lock_key("x") < 2 ** 63
     assert [v for v, _, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
@@ -126,8 +128,8 @@ def test_postgres_helpers():
 
 
 def test_s3_keys_and_urls():
-    from sentinel.sinks.s3 import object_key
-    from sentinel.storage import join_key, parse_s3_url
+    from sentinel.store.sinks.s3 import object_key
+    from sentinel.store.storage import join_key, parse_s3_url
     assert object_key("lake/anomalies", "anomalies", "2026-03-25", 42) == \
         "lake/anomalies/anomalies/dt=2026-03-25/batch-000000000042.parquet"
     assert object_key("", "rejects", "2026-03-25", 0) == "rejects/dt=2026-03-25/batch-000000000000.parquet"
@@ -150,8 +152,8 @@ def _anomalies(batch_id, rows, model_version="v1"):
 
 @pytest.fixture
 def sqlite_store(tmp_path):
-    from sentinel.registry import normalise
-    from sentinel.sinks.sqlite import SqliteSink
+    from sentinel.store.registry import normalise
+    from sentinel.store.sinks.sqlite import SqliteSink
     db = tmp_path / "s.db"
     sink = SqliteSink(db)
     sink.setup()
@@ -188,16 +190,16 @@ def test_query_sqlite_store(sqlite_store):
 def test_output_formats(sqlite_store):
     db, _ = sqlite_store
     rows = an.query(an.Store("sqlite", str(db)), an.Filters())
-    table = an.format_rows(rows, "table")
+    table = cli_query.format_rows(rows, "table")
     assert table.splitlines()[0].split() == an.QUERY_COLUMNS
     assert "z|one\\nx" in table and len(table.splitlines()) == 2 + 7 + 1  # newline escaped, one line per row
-    back = pd.read_csv(__import__("io").StringIO(an.format_rows(rows, "csv")), keep_default_na=False)
+    back = pd.read_csv(__import__("io").StringIO(cli_query.format_rows(rows, "csv")), keep_default_na=False)
     assert back["sensor_id"].tolist() == rows["sensor_id"].tolist()
     assert back["event_time"].iloc[0] == "2026-03-25T10:00:00.000000Z"
-    recs = json.loads(an.format_rows(rows, "json"))
+    recs = json.loads(cli_query.format_rows(rows, "json"))
     assert recs[0]["values"] == {"pressure": 35.0} and recs[0]["batch_id"] == 0
-    assert an.format_rows(rows.iloc[:0], "table") == "(no anomalies)\n"
-    assert json.loads(an.format_rows(rows.iloc[:0], "json")) == []
+    assert cli_query.format_rows(rows.iloc[:0], "table") == "(no anomalies)\n"
+    assert json.loads(cli_query.format_rows(rows.iloc[:0], "json")) == []
 
 
 def test_cli_query_and_report_on_sqlite(sqlite_store, tmp_path, capsys):
@@ -221,7 +223,7 @@ def test_cli_query_and_report_on_sqlite(sqlite_store, tmp_path, capsys):
     pngs = [f for f in files if f.startswith("sensor-")]
     # one per sensor with anomalies (the 2 with most: PT-1 with 2, then the first by max severity),
     # all inside --out whatever the id
-    assert pngs == sorted([an.safe_name("PT-1"), an.safe_name(HOSTILE[4])])
+    assert pngs == sorted([report.safe_name("PT-1"), report.safe_name(HOSTILE[4])])
     assert all((out / f).stat().st_size > 5000 for f in pngs + ["summary.png"])
     assert not any(p.exists() for p in (tmp_path / "etc", tmp_path.parent / "etc"))
     md = (out / "summary.md").read_text()
@@ -231,22 +233,22 @@ def test_cli_query_and_report_on_sqlite(sqlite_store, tmp_path, capsys):
 
 
 def test_safe_names_stay_inside_the_folder():
-    names = {an.safe_name(s) for s in HOSTILE + ["x'); DROP TABLE anomalies;-_", "", "."]}
+    names = {report.safe_name(s) for s in HOSTILE + ["x'); DROP TABLE anomalies;-_", "", "."]}
     assert len(names) == len(HOSTILE) + 3  # distinct, even when the slugs collide
     assert all("/" not in n and "\\" not in n and n.startswith("sensor-") and n.endswith(".png") for n in names)
 
 
 def test_report_without_history_or_anomalies(tmp_path):
     frame = an.normalise(pd.DataFrame(columns=an.QUERY_COLUMNS))
-    out = an.write_report(frame, tmp_path / "empty")
+    out = report.write_report(frame, tmp_path / "empty")
     assert out["sensors"] == {} and "No anomalies match" in out["summary_md"].read_text()
     a = _anomalies(3, [("$PT$", "2026-03-25T10:00:00Z", 2.0)]).assign(zone=None)
-    out = an.write_report(an.normalise(a), tmp_path / "one")
+    out = report.write_report(an.normalise(a), tmp_path / "one")
     assert list(out["sensors"]) == ["$PT$"] and out["sensors"]["$PT$"].stat().st_size > 3000
 
 
 def test_registry_file_is_normalised(tmp_path):
-    from sentinel.registry import REGISTRY_COLUMNS, RegistryError, read_registry, rows
+    from sentinel.store.registry import REGISTRY_COLUMNS, RegistryError, read_registry, rows
     p = tmp_path / "sensors.csv"
     p.write_text("sensor_id,zone,latitude,elevation_m\n0012,north,40.1,3\nPT-2,,x,4\n0012,south,40.2,5\n")
     reg = read_registry(p)

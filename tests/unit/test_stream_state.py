@@ -6,9 +6,9 @@ import pyarrow as pa
 import pytest
 
 from sentinel.config import load_settings
-from sentinel.stream import (DUPLICATE_REASON, LATE_REASON, REJECT_BUCKET, bucket_of, decode_bucket_state,
-                             decode_tables, encode_bucket_state, encode_table, fixed_to_numpy, parse_chunks,
-                             process_bucket, readings_table)
+from sentinel.stream.chunks import (REJECT_BUCKET, bucket_of, decode_bucket_state, decode_tables,
+                                    encode_bucket_state, encode_table, fixed_to_numpy, parse_chunks, readings_table)
+from sentinel.stream.window_state import DUPLICATE_REASON, LATE_REASON, process_bucket
 
 S = 1_000_000_000
 

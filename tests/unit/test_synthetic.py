@@ -1,7 +1,7 @@
 """The simulator: seeded, labelled, every anomaly type, a daily demand cycle."""
 import numpy as np
 
-from sentinel.synthetic import ANOMALY_TYPES, simulate
+from sentinel.ingest.synthetic import ANOMALY_TYPES, simulate
 
 
 def test_same_seed_same_data_and_live_feed_continues_the_same_network():

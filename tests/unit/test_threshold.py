@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from sentinel.threshold import MIN_SENSOR_WINDOWS, Threshold, calibrate
+from sentinel.detect.threshold import MIN_SENSOR_WINDOWS, Threshold, calibrate
 
 
 def test_mean_plus_k_std():

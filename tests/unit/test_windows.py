@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from sentinel.windows import (DUPLICATE, LATE, NS_PER_S, WARMUP, WINDOW, Scaler, WindowState,
+from sentinel.detect.windows import (DUPLICATE, LATE, NS_PER_S, WARMUP, WINDOW, Scaler, WindowState,
                               assemble, calendar_features, sensor_windows)
 
 S = NS_PER_S
@@ -107,7 +107,7 @@ def test_assemble_many_equals_one_sensor_at_a_time_across_batches():
     """Many sensors interleaved, shuffled, with gaps, duplicates and late readings, fed in
     four batches: the vectorised path gives every sensor the windows and fates that
     `assemble` gives it alone."""
-    from sentinel.windows import NO_TIME, assemble_many
+    from sentinel.detect.windows import NO_TIME, assemble_many
     rng = np.random.default_rng(3)
     n_sensors, length, gap = 5, 4, 600 * S
     rows = []

@@ -20,12 +20,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
-from sentinel import error_model as errmod
-from sentinel.error_model import ErrorModel
-from sentinel.threshold import Threshold
-from sentinel.windows import Scaler
+from sentinel.detect import error_model as errmod
+from sentinel.detect.error_model import ErrorModel
+from sentinel.detect.threshold import Threshold
+from sentinel.detect.windows import Scaler
 
 BUNDLE_FILES = ("model.keras", "scaler.json", "threshold.json", "manifest.json")  # required
 _VERSION_RE = re.compile(r"^\d{8}T\d{6}(\d{6})?Z$")
@@ -125,7 +124,7 @@ def new_version() -> str:
 def resolve_bundle(path: str | Path) -> Path:
     """A bundle directory, or a ``models/<name>`` folder meaning its newest version; an
     ``s3://`` URL is downloaded once into a local cache (``SENTINEL_BUNDLE_CACHE``)."""
-    from sentinel.storage import fetch_bundle, is_s3_url
+    from sentinel.store.storage import fetch_bundle, is_s3_url
     if is_s3_url(path):
         cache = os.environ.get("SENTINEL_BUNDLE_CACHE", os.path.join(tempfile.gettempdir(), "sentinel-bundles"))
         return fetch_bundle(str(path), cache)

@@ -18,9 +18,9 @@ import logging
 import numpy as np
 import pandas as pd
 
-from sentinel.error_model import ErrorModel
-from sentinel.model import Bundle
-from sentinel.windows import calendar_features
+from sentinel.detect.error_model import ErrorModel
+from sentinel.detect.model import Bundle
+from sentinel.detect.windows import calendar_features
 
 log = logging.getLogger("sentinel.scoring")
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sentinel import scoring
+from sentinel.detect import scoring
 from sentinel.config import Settings
-from sentinel.model import (Bundle, build_autoencoder, fingerprint, keras_module, library_versions,
+from sentinel.detect.model import (Bundle, build_autoencoder, fingerprint, keras_module, library_versions,
                             new_version, save_bundle)
-from sentinel.error_model import fit_error_model
-from sentinel.threshold import calibrate
-from sentinel.windows import NS_PER_S, Scaler, calendar_features, sensor_windows
+from sentinel.detect.error_model import fit_error_model
+from sentinel.detect.threshold import calibrate
+from sentinel.detect.windows import NS_PER_S, Scaler, sensor_windows
 
 log = logging.getLogger("sentinel.train")
 

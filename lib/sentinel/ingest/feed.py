@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import Iterable
+from typing import Iterable, Iterator
 from urllib.parse import urlparse
 
 log = logging.getLogger("sentinel.feed")
@@ -85,3 +85,24 @@ def send_tcp(lines: Iterable[str], host: str, port: int, rate: float, wait_s: fl
             n += len(buf)
     log.info("feed done: %d events sent in %.1f s", n, time.perf_counter() - pacer.t0)
     return n
+
+
+# Malformed lines a live feed can mix in (``--bad-rate``): the stream must reject each with a reason.
+BAD_LINES = ["this is not json", '{"sensor_id": "PT-X", "timestamp": "yesterday", "pressure": 1}',
+             '{"sensor_id": "PT-X", "timestamp": "2026-01-01T00:00:00Z", "pressure": "high"}',
+             '{"sensor_id": "PT-X", "timestamp": "2026-01-01T00:00:00Z"}', "[1, 2, 3]",
+             '{"sensor_id": "PT-X", "timestamp": "2026-01-01T00:00:00Z", "pressure": NaN}', "{"]
+
+
+def event_lines(readings, data_settings, bad_rate: float = 0.0, seed: int = 0) -> Iterator[str]:
+    """Events as JSON lines in time order, with malformed lines mixed in at ``bad_rate``."""
+    import numpy as np
+
+    from sentinel.ingest.events import to_event_json
+    rng = np.random.default_rng([seed, 99])
+    feats = [f for f in data_settings.features if f in readings]
+    for row in readings.itertuples(index=False):
+        if bad_rate and rng.random() < bad_rate:
+            yield BAD_LINES[int(rng.integers(len(BAD_LINES)))]
+        yield to_event_json(row.sensor_id, row.timestamp, {f: getattr(row, f) for f in feats}, data_settings)
+

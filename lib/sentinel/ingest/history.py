@@ -1,8 +1,8 @@
-"""Reading and cleaning training history with Spark (CSV, Parquet, JSON lines; local or s3a://).
+"""Readings from files with pandas: history formats, reading and writing tables.
 
-Cleaning never drops silently: rows with a null or unparsable sensor, time or feature,
-readings outside ``[data.valid_min, data.valid_max]`` and duplicate (sensor, time) rows are
-counted per reason, and the counts go into the training report and the bundle manifest.
+The training job reads and cleans history with Spark (``stream.history``); the commands that
+work on one file in memory (``sentinel score``, ``evaluate``, ``report --history``,
+``simulate --out``) use these readers.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sentinel.config import Settings
+from sentinel.config import ConfigError, Settings
 
 log = logging.getLogger("sentinel.history")
 
@@ -33,76 +33,55 @@ def detect_format(path: str, fmt: str = "auto") -> str:
     raise HistoryError(f"cannot tell the format of {path}: name it .csv/.parquet/.jsonl or set train.format")
 
 
-def read_history(spark, path: str, fmt: str = "auto"):
-    if "://" not in path and not Path(path).exists():
-        raise HistoryError(f"history file {path} does not exist: run `sentinel simulate --out {path}` "
-                           f"or pass --input with your own CSV/Parquet/JSON-lines file")
-    fmt = detect_format(path, fmt)
-    reader = spark.read
-    if fmt == "csv":
-        # Everything as strings; typed below with try_cast so a bad cell is counted, not fatal.
-        return reader.option("header", True).option("inferSchema", False).csv(path)
-    if fmt == "json":
-        return reader.json(path)
-    return reader.parquet(path)
+def read_table(path: str) -> pd.DataFrame:
+    """A CSV, Parquet (file or folder) or JSON-lines file as it is."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"input file {path} does not exist: check the path")
+    if p.suffix in (".parquet", ".pq") or p.is_dir():
+        return pd.read_parquet(p)
+    if p.suffix in (".jsonl", ".json", ".ndjson"):
+        return pd.read_json(p, lines=True)
+    return pd.read_csv(p)
 
 
-def load_clean(spark, settings: Settings, path: str, fmt: str = "auto",
-               label_col: str | None = None) -> tuple[pd.DataFrame, dict]:
-    """Read, type and clean history -> (pandas frame, cleaning report).
-
-    The frame has ``sensor_id`` (string), ``event_time`` (UTC), the features (float) and the
-    label column if given; sorted by sensor and time.
-    """
-    from pyspark.sql import functions as F
-
-    d = settings.data
-    df = read_history(spark, path, fmt)
-    cols = set(df.columns)
-    needed = [d.time_field] + list(d.features)
-    missing = [c for c in needed if c not in cols]
-    if missing:
-        raise HistoryError(f"history {path} has no column(s) {', '.join(missing)} (it has "
-                           f"{', '.join(sorted(cols))}): pass --time-col/--features, or set data.time_field/data.features")
-    sensor = F.col(d.sensor_field).cast("string") if d.sensor_field in cols else F.lit("sensor")
-    if d.sensor_field not in cols:
-        log.warning("no sensor column '%s': treating the file as one sensor", d.sensor_field)
-    tcol = F.col(d.time_field)
-    if dict(df.dtypes)[d.time_field] == "timestamp":
-        ts = tcol
+def write_table(frame: pd.DataFrame, path: str) -> None:
+    """Write a frame as Parquet (``.parquet``/``.pq``) or CSV (times as ISO-8601 UTC text)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.suffix in (".parquet", ".pq"):
+        frame.to_parquet(p, index=False)
     else:
-        text = tcol.cast("string")
-        # ISO-8601 text, or epoch milliseconds.
-        ts = F.coalesce(F.expr(f"try_cast(`{d.time_field}` as timestamp)"),
-                        F.timestamp_millis(F.expr(f"try_cast(`{d.time_field}` as bigint)")))
-        del text
-    select = [sensor.alias("sensor_id"), ts.alias("event_time")]
-    select += [F.expr(f"try_cast(`{f}` as double)").alias(f) for f in d.features]
-    if label_col:
-        if label_col not in cols:
-            raise HistoryError(f"label column '{label_col}' is not in {path}: drop --label-col or fix its name")
-        select.append(F.coalesce(F.expr(f"try_cast(`{label_col}` as int)"), F.lit(0)).alias(label_col))
-    typed = df.select(*select)
+        out = frame.copy()
+        for c in out.columns:
+            if isinstance(out[c].dtype, pd.DatetimeTZDtype):
+                out[c] = out[c].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        out.to_csv(p, index=False)
 
-    null_cond = F.col("sensor_id").isNull() | F.col("event_time").isNull()
-    for f in d.features:
-        null_cond = null_cond | F.col(f).isNull() | F.isnan(F.col(f))
-    range_cond = F.lit(False)
-    for f in d.features:
-        range_cond = range_cond | (F.col(f) < d.valid_min) | (F.col(f) > d.valid_max)
-    flagged = typed.withColumn("_null", null_cond).withColumn("_range", ~F.col("_null") & range_cond)
-    counts = flagged.agg(F.count("*").alias("rows"), F.sum(F.col("_null").cast("int")).alias("null"),
-                         F.sum(F.col("_range").cast("int")).alias("range")).collect()[0]
-    good = flagged.filter(~F.col("_null") & ~F.col("_range")).drop("_null", "_range")
-    deduped = good.dropDuplicates(["sensor_id", "event_time"])
-    pdf = deduped.orderBy("sensor_id", "event_time").toPandas()
-    report = {"rows_read": int(counts["rows"]), "null_or_unparsable": int(counts["null"] or 0),
-              "out_of_range": int(counts["range"] or 0)}
-    n_good = int(counts["rows"]) - report["null_or_unparsable"] - report["out_of_range"]
-    report["duplicates"] = n_good - len(pdf)
-    report["rows_kept"] = len(pdf)
-    pdf["event_time"] = pd.to_datetime(pdf["event_time"]).dt.tz_localize("UTC")
-    log.info("history %s: %d rows read, %d null/unparsable, %d out of range [%s, %s], %d duplicates, %d kept",
-             path, report["rows_read"], report["null_or_unparsable"], report["out_of_range"],
-             d.valid_min, d.valid_max, report["duplicates"], report["rows_kept"])
-    return pdf, report
+
+def read_readings(path: str, settings: Settings) -> pd.DataFrame:
+    """Readings file (CSV/Parquet/JSON lines) -> sensor_id, event_time (UTC) and the feature columns
+    present, sorted by sensor and time (``sentinel report --history``)."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"--history {path} does not exist: check the path")
+    if p.suffix in (".parquet", ".pq") or p.is_dir():
+        frame = pd.read_parquet(p)
+    elif p.suffix in (".json", ".jsonl", ".ndjson"):
+        frame = pd.read_json(p, lines=True)
+    else:
+        frame = pd.read_csv(p, dtype={settings.data.sensor_field: str})
+    d = settings.data
+    if d.time_field not in frame:
+        raise ConfigError(f"--history {path} has no time column {d.time_field!r}: set data.time_field")
+    feats = [f for f in d.features if f in frame]
+    if not feats:
+        raise ConfigError(f"--history {path} has none of the features {list(d.features)}: set data.features")
+    col = frame[d.time_field]
+    times = (pd.to_datetime(col, unit="ms", utc=True, errors="coerce") if pd.api.types.is_numeric_dtype(col)
+             else pd.to_datetime(col, utc=True, errors="coerce", format="mixed"))
+    out = pd.DataFrame({"sensor_id": frame[d.sensor_field].astype(str) if d.sensor_field in frame else "sensor",
+                        "event_time": times})
+    for f in feats:
+        out[f] = pd.to_numeric(frame[f], errors="coerce")
+    return out.dropna(subset=["event_time"]).sort_values(["sensor_id", "event_time"]).reset_index(drop=True)

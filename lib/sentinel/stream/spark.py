@@ -46,7 +46,7 @@ def session(settings: Settings, app_suffix: str = "", kafka: bool = False):
          .config("spark.executorEnv.TF_NUM_INTEROP_THREADS", threads)
          .config("spark.executorEnv.TF_CPP_MIN_LOG_LEVEL", "2"))
     if sp.preload_tensorflow:  # workers fork with TensorFlow already imported (worker_daemon.py)
-        b = b.config("spark.python.daemon.module", "sentinel.worker_daemon")
+        b = b.config("spark.python.daemon.module", "sentinel.stream.worker_daemon")
     if sp.state_store == "rocksdb":
         b = b.config("spark.sql.streaming.stateStore.providerClass",
                      "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")

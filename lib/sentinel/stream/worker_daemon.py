@@ -10,7 +10,7 @@ PySpark's daemon runs a full ``gc.collect()`` in a worker after every task. With
 imported that walks about 400,000 objects: 0.4 s of CPU per task per worker, which was most of
 the fixed cost of a micro-batch. ``gc.freeze()`` after the imports moves them out of the
 collector's sight (they live as long as the process anyway), and the worker freezes again
-after its first model call (``stream._freeze_once``).
+after its first model call (``scoring_udf._freeze_once``).
 
 Only the import happens here: TensorFlow's runtime and thread pools start in each worker at
 its first model call, so forking stays safe. Enabled by ``spark.preload_tensorflow`` (sets
@@ -18,7 +18,6 @@ its first model call, so forking stays safe. Enabled by ``spark.preload_tensorfl
 Python (the project's venv or the Docker image).
 """
 import os
-import sys
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -27,7 +26,8 @@ if __name__ == "__main__":
     try:
         import keras  # noqa: F401  (imports TensorFlow)
     except Exception as exc:  # scoring will report it; the daemon must still serve workers
-        print(f"sentinel.worker_daemon: TensorFlow preload failed: {exc}", file=sys.stderr)
+        import logging
+        logging.getLogger("sentinel.stream.worker_daemon").warning("TensorFlow preload failed: %s", exc)
     import pyarrow  # noqa: F401
     import pandas  # noqa: F401
     from pyspark import daemon, worker  # noqa: F401

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from sentinel.config import Settings
-from sentinel.sinks.base import Sink
+from sentinel.store.sinks.base import Sink
 
 
 def build_sinks(settings: Settings) -> list[Sink]:
@@ -10,13 +10,13 @@ def build_sinks(settings: Settings) -> list[Sink]:
     out: list[Sink] = []
     for name in settings.sinks.enabled:
         if name == "sqlite":
-            from sentinel.sinks.sqlite import SqliteSink
+            from sentinel.store.sinks.sqlite import SqliteSink
             sink = SqliteSink(settings.sinks.sqlite.path)
         elif name == "postgres":
-            from sentinel.sinks.postgres import PostgresSink
+            from sentinel.store.sinks.postgres import PostgresSink
             sink = PostgresSink(settings.sinks.postgres)
         elif name == "s3":
-            from sentinel.sinks.s3 import S3Sink
+            from sentinel.store.sinks.s3 import S3Sink
             sink = S3Sink(settings.sinks.s3)
         else:  # pragma: no cover - config validation rejects unknown names
             raise ValueError(f"unknown sink {name!r}")
@@ -24,7 +24,7 @@ def build_sinks(settings: Settings) -> list[Sink]:
         out.append(sink)
     if settings.source.kafka.alerts_topic:
         # Last, so alerts are published only after the stores hold the batch.
-        from sentinel.sinks.kafka_alerts import KafkaAlertsSink
+        from sentinel.store.sinks.kafka_alerts import KafkaAlertsSink
         sink = KafkaAlertsSink(settings.source.kafka, settings.stream.checkpoint)
         sink.setup()
         out.append(sink)

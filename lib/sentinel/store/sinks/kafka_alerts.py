@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
@@ -97,7 +96,7 @@ class KafkaAlertsSink:
 
     def __init__(self, kafka: KafkaSettings, checkpoint: str, partitions: int = 4,
                  progress_topic: str = PROGRESS_TOPIC):
-        from sentinel.kafka import client_options, parse_bootstrap
+        from sentinel.ingest.kafka import client_options, parse_bootstrap
         self.bootstrap = parse_bootstrap(kafka.bootstrap_servers)
         self.topic = kafka.alerts_topic
         self.options = client_options(kafka.options)
@@ -113,7 +112,7 @@ class KafkaAlertsSink:
     # ------------------------------------------------------------ contract
     def setup(self) -> None:
         """Check the broker answers (bounded) and create the topics if missing."""
-        from sentinel.kafka import ensure_topic
+        from sentinel.ingest.kafka import ensure_topic
         ensure_topic(self.bootstrap, self.topic, self.partitions, options=self.options)
         ensure_topic(self.bootstrap, self.progress_topic, 1, options=self.options,
                      config={"cleanup.policy": "compact"})
@@ -137,7 +136,7 @@ class KafkaAlertsSink:
     # ------------------------------------------------------------ internals
     def _start(self) -> None:
         from confluent_kafka import KafkaException, Producer
-        from sentinel.kafka import producer_config
+        from sentinel.ingest.kafka import producer_config
         qid = checkpoint_query_id(self.checkpoint)
         if qid is None:
             log.warning("no query id in %s/metadata (checkpoint not on a local file system): alerts on %s are "
@@ -163,7 +162,7 @@ class KafkaAlertsSink:
     def _read_progress(self, timeout_s: float = 30.0) -> int:
         """Newest committed batch id for this query and topic on the progress topic (-1: none)."""
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-        from sentinel.kafka import client_logger, read_to_end
+        from sentinel.ingest.kafka import client_logger, read_to_end
         c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "sentinel-alerts-progress-reader",
                       "enable.auto.commit": False, "isolation.level": "read_committed",
                       "enable.partition.eof": True, "logger": client_logger(), **self.options})

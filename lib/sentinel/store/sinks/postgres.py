@@ -27,9 +27,9 @@ from typing import Callable, TypeVar
 
 import pandas as pd
 
-from sentinel import registry
+from sentinel.store import registry
 from sentinel.config import ConfigError, PostgresSettings
-from sentinel.sinks.base import time_text
+from sentinel.store.sinks.base import time_text
 
 log = logging.getLogger("sentinel.sinks.postgres")
 # The back-off wait; tests replace this one name (patching time.sleep would hit every thread).

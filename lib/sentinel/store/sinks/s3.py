@@ -23,9 +23,9 @@ import logging
 
 import pandas as pd
 
-from sentinel import registry
+from sentinel.store import registry
 from sentinel.config import S3Settings
-from sentinel.storage import join_key, list_keys, resolve_endpoint, s3_client
+from sentinel.store.storage import join_key, list_keys, resolve_endpoint, s3_client
 
 log = logging.getLogger("sentinel.sinks.s3")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sentinel.sinks.base import time_text
+from sentinel.store.sinks.base import time_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS anomalies (
@@ -82,7 +82,7 @@ class SqliteSink:
             con.close()
 
     def load_sensors(self, sensors: pd.DataFrame) -> int:
-        from sentinel import registry
+        from sentinel.store import registry
         rows = registry.rows(sensors)
         con = self.connect()
         try:
