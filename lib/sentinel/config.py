@@ -10,6 +10,7 @@ setting and the fix.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -134,13 +135,14 @@ class S3Settings:
     prefix: str = "anomalies"
     region: str = "us-east-1"
     endpoint_url: str = ""
-    write_scores: bool = False
 
 
 @dataclass(frozen=True)
 class SinkSettings:
     enabled: tuple[str, ...] = ("sqlite",)
     sensors_file: str = ""
+    write_scores: bool = True
+    scores_retention_days: int = 30
     sqlite: SqliteSettings = field(default_factory=SqliteSettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     s3: S3Settings = field(default_factory=S3Settings)
@@ -156,7 +158,45 @@ class SparkSettings:
     state_store: str = "rocksdb"
     python_threads: int = 1
     log_level: str = "WARN"
+    driver_memory: str = "512m"
+    executor_memory: str = ""
+    rocksdb_max_memory_mb: int = 64
+    malloc_arena_max: int = 2
     conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LifecycleSettings:
+    registry: str = ""
+    store: str = ""
+    window_days: float = 28.0
+    holdout_days: float = 3.0
+    promote: str = "manual"
+    false_alarm_tolerance: float = 0.0
+    recall_tolerance: float = 0.0
+    min_holdout_sensor_days: float = 1.0
+    incident_margin_s: int = 0
+    drift_days: float = 7.0
+    drift_psi: float = 0.25
+    drift_near_rate: float = 0.02
+    drift_share: float = 0.2
+    drift_min_scores: int = 200
+    schedule: str = "@weekly"
+
+
+@dataclass(frozen=True)
+class IncidentSettings:
+    merge_gap_s: int = 9600
+    quiet_s: int = 9600
+    merge_distance_m: float = 500.0
+    merge_onset_s: int = 1800
+    open_severity: float = 1.5
+    open_readings: int = 36
+    alarm_budget_per_hour: float = 6.0
+    flood_count: int = 10
+    flood_window_s: int = 600
+    chatter_per_hour: int = 3
+    stale_s: int = 86400
 
 
 @dataclass(frozen=True)
@@ -170,6 +210,8 @@ class Settings:
     stream: StreamSettings = field(default_factory=StreamSettings)
     sinks: SinkSettings = field(default_factory=SinkSettings)
     spark: SparkSettings = field(default_factory=SparkSettings)
+    incidents: IncidentSettings = field(default_factory=IncidentSettings)
+    lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
 
     def replace(self, **overrides: Any) -> "Settings":
         """Return a copy with dotted overrides applied, e.g. ``{"window.length": 16}``."""
@@ -188,8 +230,11 @@ _CHOICES = {
     "stream.late_policy": ("reject",),
     "train.format": ("auto", "csv", "parquet", "json"),
     "spark.state_store": ("rocksdb", "hdfs"),
+    "lifecycle.promote": ("auto", "manual"),
 }
 _SINKS = ("sqlite", "postgres", "s3")
+# Settings that moved: naming the old key says where it went.
+_RENAMED = {"sinks.s3.write_scores": "sinks.write_scores (it now covers every store in sinks.enabled)"}
 
 
 def load_settings(path: str | Path | None = None, overrides: list[str] | None = None) -> Settings:
@@ -264,6 +309,8 @@ def _known_keys(cls: Any, prefix: str = "") -> list[str]:
 def _apply(settings: Settings, flat: dict[str, Any], origin: str) -> Settings:
     known = _known_keys(Settings)
     for dotted, value in flat.items():
+        if dotted in _RENAMED:
+            raise ConfigError(f"setting '{dotted}' in {origin} was replaced by {_RENAMED[dotted]}: rename it")
         if dotted not in known:
             section = dotted.split(".")[0]
             close = [k for k in known if k.split(".")[0] == section] or known
@@ -357,10 +404,48 @@ def _validate(s: Settings) -> None:
     if "@" in s.sinks.postgres.dsn and ":" in s.sinks.postgres.dsn.split("@")[0].split("//")[-1]:
         raise ConfigError("setting 'sinks.postgres.dsn' contains a password: remove it and set "
                           "PGPASSWORD (or ~/.pgpass) instead")
+    if s.sinks.scores_retention_days < 0:
+        raise ConfigError("setting 'sinks.scores_retention_days' must not be negative (0 keeps every score)")
     if not 1 <= s.stream.state_buckets <= 1_000_000:
         raise ConfigError("setting 'stream.state_buckets' must be between 1 and 1000000")
+    lc = s.lifecycle
+    if not 0 < lc.holdout_days < lc.window_days:
+        raise ConfigError("setting 'lifecycle.holdout_days' must be positive and below 'lifecycle.window_days'")
+    if min(lc.false_alarm_tolerance, lc.recall_tolerance, lc.incident_margin_s, lc.drift_psi,
+           lc.drift_near_rate, lc.drift_share, lc.drift_days) < 0:
+        raise ConfigError("lifecycle tolerances, margins and drift settings must not be negative")
+    for key in ("driver_memory", "executor_memory"):
+        if not re.fullmatch(r"(\d+[kmgt]?)?", getattr(s.spark, key), re.I):
+            raise ConfigError(f"setting 'spark.{key}' is {getattr(s.spark, key)!r}: write a JVM size like \"512m\" or \"2g\" "
+                              f"(or \"\" for Spark's default)")
+    if s.spark.malloc_arena_max < 0:
+        raise ConfigError("setting 'spark.malloc_arena_max' is negative: use a count of arenas, or 0 for glibc's default")
+    if s.spark.rocksdb_max_memory_mb < 0:
+        raise ConfigError("setting 'spark.rocksdb_max_memory_mb' is negative: use a cap in MiB, or 0 for no cap")
     if s.stream.trigger_s <= 0:
         raise ConfigError("setting 'stream.trigger_s' must be positive (a zero trigger spins the CPU)")
+    _validate_incidents(s.incidents)
+
+
+def _validate_incidents(inc: IncidentSettings) -> None:
+    """The [incidents] rules: positive times and counts, quiet time not shorter than the merge gap."""
+    positive = {"merge_gap_s": inc.merge_gap_s, "flood_count": inc.flood_count,
+                "flood_window_s": inc.flood_window_s, "chatter_per_hour": inc.chatter_per_hour,
+                "stale_s": inc.stale_s}
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"setting 'incidents.{key}' is {value}: it must be at least 1")
+    if inc.quiet_s < inc.merge_gap_s:
+        raise ConfigError("setting 'incidents.quiet_s' is shorter than 'incidents.merge_gap_s': an incident "
+                          "would close before a gap could end; set it to at least the merge gap")
+    for key in ("merge_distance_m", "merge_onset_s", "open_readings"):
+        if getattr(inc, key) < 0:
+            raise ConfigError(f"setting 'incidents.{key}' must not be negative (0 turns the rule off)")
+    if inc.open_severity < 1.0:
+        raise ConfigError("setting 'incidents.open_severity' is below 1: every alarm has a severity above 1, "
+                          "so use 1 to open an incident on every alarm")
+    if inc.alarm_budget_per_hour <= 0:
+        raise ConfigError("setting 'incidents.alarm_budget_per_hour' must be positive (EEMUA 191 suggests 6)")
 
 
 def redacted(settings: Settings) -> dict[str, Any]:

@@ -179,8 +179,9 @@ def test_alert_topic_holds_exactly_the_stored_anomalies(kafka_run):
     assert len(keys) == len(set(keys))  # no duplicates
     assert set(keys) == stored
     r = recs[0]
-    assert set(r) == {"sensor_id", "event_time", "score", "threshold", "severity", "values", "model_version",
-                      "batch_id", "detected_at"}
+    assert set(r) == {"type", "sensor_id", "event_time", "score", "threshold", "severity", "values", "expected",
+                      "explanation", "model_version", "batch_id", "detected_at"}
+    assert {x["type"] for x in recs} == {"anomaly"}  # no incident events until the stream tracks incidents
     assert r["values"].keys() == {"pressure"} and r["severity"] == pytest.approx(r["score"] / r["threshold"])
 
 

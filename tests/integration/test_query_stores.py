@@ -18,7 +18,7 @@ from sentinel.config import PostgresSettings, S3Settings, load_settings
 from sentinel.store.registry import normalise
 from sentinel.store.sinks.sqlite import SqliteSink
 from tests.conftest import ROOT
-from tests.integration.test_sinks_postgres import HOSTILE, drop_schema, make_anomalies, make_rejects
+from tests.integration.test_sinks_postgres import HOSTILE, drop_schema, make_anomalies, make_rejects, rec
 from tests.conftest import need_service
 
 EVIL_ZONE = "x'); DROP TABLE sensors;--\nzone ✓"
@@ -71,11 +71,11 @@ def stores(tmp_path_factory):
             a, r = _frames(*spec)
             written.append(a)
             for sink in sinks:
-                sink.write(a, r, spec[0])
+                sink.write(rec(a, r, spec[0]))
         for spec in _batches():  # Spark re-runs every batch: rebuilt frames, later detected_at
             a, r = _frames(*spec)
             for sink in sinks:
-                sink.write(a, r, spec[0])
+                sink.write(rec(a, r, spec[0]))
         urls = {"sqlite": f"sqlite:///{db}",
                 "postgres": f"postgresql://{os.environ['PGUSER']}@{os.environ['PGHOST']}:{os.environ['PGPORT']}/"
                             f"{os.environ['PGDATABASE']}?schema={schema}",
@@ -174,7 +174,7 @@ DOC = ROOT / "docs" / "analysts.md"
 
 def doc_sql() -> list[str]:
     blocks = re.findall(r"```sql\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
-    assert len(blocks) == 4, "docs/analysts.md should hold the four portable queries"
+    assert len(blocks) == 6, "docs/analysts.md should hold the six portable queries"
     return blocks
 
 
@@ -195,14 +195,40 @@ def recent_stores(tmp_path_factory):
     r.loc[r["raw"] == "old", "received_at"] = now - pd.Timedelta(days=2)
     # all five registry columns: SqliteSink.load_sensors needs them (registry.normalise fills them in)
     reg = normalise(pd.DataFrame({"sensor_id": ["PT-A", "PT-B", HOSTILE[0]], "zone": ["north", "south", EVIL_ZONE]}))
+    # incidents: (id, zone, kind, stream status, opened hours ago, peak, muted, operator action)
+    incs = [("I1", "north", "leak", "new", 2, 3.0, False, None),
+            ("I2", "north", "leak", "new", 5, 2.0, False, ("label", "confirmed")),
+            ("I3", "south", "burst", "closed", 72, 4.0, False, ("label", "false_alarm")),
+            ("I4", None, "sensor_fault", "new", 1, 1.5, True, None),
+            ("I5", "south", "burst", "closed", 40 * 24, 5.0, False, ("label", "confirmed"))]
+    from sentinel.store.sinks.base import BatchRecords
+    from tests.records import sensors_json
+    rows_i = []
+    for iid, zone, kind, status, hours, peak, muted, _ in incs:
+        t = now - pd.Timedelta(hours=hours)
+        rows_i.append({"incident_id": iid, "kind": kind, "status": status, "zone": zone,
+                       "sensors": sensors_json((f"S-{iid}", 1.0, peak, 2, t.isoformat(), t.isoformat())),
+                       "first_sensor": f"S-{iid}", "opened_at": t, "last_seen": t + pd.Timedelta(minutes=10),
+                       "closed_at": t + pd.Timedelta(hours=1) if status == "closed" else None, "peak_severity": peak,
+                       "readings": 2, "explanation": None, "muted": muted, "model_version": "v1",
+                       "detected_at": now, "updated_at": now, "batch_id": 1})
+    records = BatchRecords(1, anomalies=a, rejects=r, incidents=pd.DataFrame(rows_i))
     db = tmp_path_factory.mktemp("doc") / "doc.db"
     schema = f"d_{uuid.uuid4().hex[:10]}"
     sinks = [SqliteSink(db), PostgresSink(PostgresSettings(schema=schema))]
+    urls = [f"sqlite:///{db}", f"postgresql://?schema={schema}"]
     try:
-        for sink in sinks:
+        from sentinel.incidents import lifecycle
+        from sentinel.store import open_store
+        for sink, url in zip(sinks, urls):
             sink.setup()
-            sink.write(a, r, 1)
+            sink.write(records)
             sink.load_sensors(reg)
+            with open_store(url, load_settings(), rules=lifecycle) as client:
+                client.acknowledge("I2", "ops")  # I2: acknowledged, still open
+                for iid, *_, action in incs:
+                    if action:
+                        client.label(iid, action[1], "ops")
         yield db, schema, {"recent": recent, "old": old}
     finally:
         for sink in sinks:
@@ -241,9 +267,9 @@ def _same(a: list[tuple], b: list[tuple]) -> bool:
 
 def test_analyst_sql_runs_unchanged_on_sqlite_and_postgres(recent_stores):
     db, schema, data = recent_stores
-    per_sensor, per_zone_hour, top, rejects = doc_sql()
+    per_sensor, per_zone_hour, top, open_incidents, labels, rejects = doc_sql()
     results = []
-    for text in (per_sensor, per_zone_hour, top, rejects):
+    for text in (per_sensor, per_zone_hour, top, rejects, open_incidents, labels):
         lite, pg = run_sqlite(db, text), run_postgres(schema, text)
         assert lite, text
         assert _same(lite, pg), (text, lite, pg)
@@ -262,3 +288,9 @@ def test_analyst_sql_runs_unchanged_on_sqlite_and_postgres(recent_stores):
     assert [r[0] for r in results[2]] == ["PT-A", "PT-B", HOSTILE[0], "PT-C"]
     # rejects by reason in the last 24 h: the two-day-old line is left out
     assert [(r[0], r[1]) for r in results[3]] == [("not_json: a", 2), ("bad_timestamp: b", 1)]
+    # open incidents by zone and kind: I1 and I2 (acknowledged: still open, not "unacknowledged"), I4
+    oldest = (pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(hours=5))
+    assert [r[:5] for r in results[4]] == [("north", "leak", 2, 1, 3.0), ("(no zone)", "sensor_fault", 1, 1, 1.5)]
+    assert abs(pd.Timestamp(results[4][0][5], tz="UTC") - oldest) < pd.Timedelta(minutes=5)
+    # labels of the last 30 days (I5 is 40 days old): label, incidents, closed, muted, first sensors
+    assert results[5] == [("(unlabelled)", 2, 0, 1, 2), ("confirmed", 1, 0, 0, 1), ("false_alarm", 1, 1, 0, 1)]

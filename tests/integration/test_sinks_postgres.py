@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from sentinel.config import PostgresSettings
+from sentinel.store.sinks.base import BatchRecords
 from sentinel.stream.writer import anomaly_records, reject_records
 from tests.conftest import ROOT, need_service
 
@@ -37,6 +38,11 @@ def make_rejects(batch_id: int, rows: list[tuple]) -> pd.DataFrame:
                        "sensor_id": [r[2] for r in rows],
                        "event_time": pd.to_datetime([r[3] for r in rows], utc=True, format="ISO8601")})
     return reject_records(df, batch_id)
+
+
+def rec(anomalies: pd.DataFrame, rejects: pd.DataFrame, batch_id: int) -> BatchRecords:
+    """The sink contract's records for a batch of anomalies and rejects only."""
+    return BatchRecords(batch_id, anomalies=anomalies, rejects=rejects)
 
 
 def batch(batch_id: int, n: int = 6, start: str = "2026-03-25T10:00:00Z", sensors=("PT-0001", "PT-0002"),
@@ -156,18 +162,18 @@ def test_schema_types_and_indexes(pg_sink, pg_schema):
 # ---------------------------------------------------------------- idempotent writes
 def test_replayed_batch_adds_nothing(pg_sink, pg_schema):
     a, r = batch(7)
-    pg_sink.write(a, r, 7)
+    pg_sink.write(rec(a, r, 7))
     assert counts(pg_schema) == (6, 3)
     first_detected = fetch(pg_schema, "SELECT min(detected_at) FROM {s}.anomalies")[0][0]
     a2, r2 = batch(7)  # Spark re-runs the batch: same rows, new detected_at / received_at
     assert (a2["detected_at"] > a["detected_at"]).all()
-    pg_sink.write(a2, r2, 7)
-    pg_sink.write(a2, r2, 7)
+    pg_sink.write(rec(a2, r2, 7))
+    pg_sink.write(rec(a2, r2, 7))
     assert counts(pg_schema) == (6, 3)
     assert fetch(pg_schema, "SELECT min(detected_at) FROM {s}.anomalies")[0][0] == first_detected
     # the natural key includes the model version: a new model's anomalies are new rows
     a3, _ = batch(7, model_version="v2")
-    pg_sink.write(a3, r2.iloc[:0], 8)
+    pg_sink.write(rec(a3, r2.iloc[:0], 8))
     assert counts(pg_schema) == (12, 3)
     # stored values are the record's values, as jsonb, times as timestamptz
     got = fetch(pg_schema, "SELECT sensor_id, event_time, severity, (\"values\"->>'pressure')::float8 "
@@ -194,10 +200,10 @@ def test_failed_statement_rolls_back_the_whole_batch(pg_schema, monkeypatch):
     monkeypatch.setattr(psycopg2.extras, "execute_values", failing)
     a, r = batch(3)
     with pytest.raises(RuntimeError, match=r"postgres sink: write of batch 3 .*simulated connection loss"):
-        sink.write(a, r, 3)
+        sink.write(rec(a, r, 3))
     assert counts(pg_schema) == (0, 0)  # no half batch
     monkeypatch.setattr(psycopg2.extras, "execute_values", real)
-    sink.write(a, r, 3)
+    sink.write(rec(a, r, 3))
     assert counts(pg_schema) == (6, 3)
     sink.close()
 
@@ -215,7 +221,7 @@ def test_unreachable_server_fails_loudly_after_retries(monkeypatch):
     monkeypatch.setattr(psycopg2, "connect", lambda *a, **k: connects.append(1) or real_connect(*a, **k))
     a, r = batch(1)
     with pytest.raises(RuntimeError) as info:
-        sink.write(a, r, 1)
+        sink.write(rec(a, r, 1))
     msg = str(info.value)
     assert "postgres sink" in msg and "batch 1" in msg and "4 attempt" in msg and "OperationalError" in msg
     assert str(port) in msg or "refused" in msg.lower()
@@ -228,13 +234,13 @@ def test_unreachable_server_fails_loudly_after_retries(monkeypatch):
 def test_killed_connection_is_replaced_and_batch_written_once(pg_sink, pg_schema, monkeypatch):
     from sentinel.store.sinks import postgres as pgmod
     a, r = batch(1)
-    pg_sink.write(a, r, 1)
+    pg_sink.write(rec(a, r, 1))
     old_pid = pg_sink._conn.get_backend_pid()
     assert fetch(pg_schema, "SELECT pg_terminate_backend(%s)", (old_pid,))[0][0] is True
     sleeps = []
     monkeypatch.setattr(pgmod, "_sleep", sleeps.append)
     a2, r2 = batch(2)
-    pg_sink.write(a2, r2, 2)  # first attempt hits the dead connection, the retry reconnects
+    pg_sink.write(rec(a2, r2, 2))  # first attempt hits the dead connection, the retry reconnects
     assert sleeps == [0.05]
     assert pg_sink._conn.get_backend_pid() != old_pid
     assert counts(pg_schema) == (12, 6)
@@ -251,15 +257,15 @@ def test_server_outage_then_rerun_leaves_each_anomaly_once(pg_schema):
     sink.setup()
     a0, r0 = batch(0)
     a1, r1 = batch(1)
-    sink.write(a0, r0, 0)
+    sink.write(rec(a0, r0, 0))
     subprocess.run([str(script), "stop"], check=True, capture_output=True)
     try:
         with pytest.raises(RuntimeError, match=r"postgres sink: write of batch 1 .* 3 attempt"):
-            sink.write(a1, r1, 1)
+            sink.write(rec(a1, r1, 1))
     finally:
         subprocess.run([str(script), "start"], check=True, capture_output=True)
-    sink.write(a1, r1, 1)  # the re-run of the failed micro-batch
-    sink.write(a0, r0, 0)  # and an over-eager replay of the committed one
+    sink.write(rec(a1, r1, 1))  # the re-run of the failed micro-batch
+    sink.write(rec(a0, r0, 0))  # and an over-eager replay of the committed one
     sink.close()
     assert counts(pg_schema) == (12, 6)
     assert fetch(pg_schema, "SELECT count(*) FROM (SELECT 1 FROM {s}.anomalies GROUP BY sensor_id, event_time, "
@@ -281,8 +287,8 @@ def test_hostile_ids_zones_and_schema_name_cannot_inject():
         a = make_anomalies(5, rows)
         r = make_rejects(5, [("\x00binary\x00 garbage'); DROP TABLE rejects;--", "not_json: x", None, None),
                              ('{"sensor_id": "../../etc"}', "late: older", "../../etc", "2026-03-25T10:00:00Z")])
-        sink.write(a, r, 5)
-        sink.write(a, r, 5)
+        sink.write(rec(a, r, 5))
+        sink.write(rec(a, r, 5))
         reg = pd.DataFrame({"sensor_id": HOSTILE, "zone": [f"zone {z}" for z in reversed(HOSTILE)],
                             "latitude": 40.0, "longitude": -3.0, "type": "x'||pg_sleep(5)||'"})
         assert sink.load_sensors(reg) == len(HOSTILE)

@@ -11,9 +11,9 @@ import pytest
 
 from sentinel.config import S3Settings
 from tests.conftest import need_service
-from tests.integration.test_sinks_postgres import HOSTILE, batch, make_anomalies, make_rejects
+from tests.integration.test_sinks_postgres import HOSTILE, batch, make_anomalies, make_rejects, rec
 
-KEY_RE = r"^{prefix}/(anomalies|rejects|scores)/dt=\d{{4}}-\d{{2}}-\d{{2}}/batch-\d{{12}}\.parquet$"
+KEY_RE = r"^{prefix}/(anomalies|rejects|scores|incidents|batches)/dt=\d{{4}}-\d{{2}}-\d{{2}}/batch-\d{{12}}\.parquet$"
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_objects_partitioned_by_date_and_keyed_by_batch(s3_sink):
             ("PT-0001", "2026-03-25T06:00:00.123456Z", 4.0, 1.0, 29.5)]
     a = make_anomalies(42, rows)
     r = make_rejects(42, [("garbage", "not_json: x", None, None)])
-    s3_sink.write(a, r, 42)
+    s3_sink.write(rec(a, r, 42))
     p = s3_sink.prefix
     day = r["received_at"].iloc[0].strftime("%Y-%m-%d")
     keys = sorted(s3_sink.keys("anomalies") + s3_sink.keys("rejects"))
@@ -83,8 +83,9 @@ def test_objects_partitioned_by_date_and_keyed_by_batch(s3_sink):
                            f"{p}/anomalies/dt=2026-03-25/batch-000000000042.parquet",
                            f"{p}/rejects/dt={day}/batch-000000000042.parquet"])
     got = pd.concat([read_object(s3_sink, k) for k in keys if "/anomalies/" in k], ignore_index=True)
-    assert list(got.columns) == ["sensor_id", "event_time", "score", "threshold", "severity", "values",
-                                 "model_version", "batch_id", "detected_at"]
+    assert list(got.columns) == ["sensor_id", "event_time", "score", "threshold", "severity", "values", "expected",
+                                 "explanation", "model_version", "batch_id", "detected_at"]
+    assert got["expected"].isna().all() and got["explanation"].isna().all()  # the writer gave none
     assert str(got["event_time"].dt.tz) == "UTC"
     assert got["event_time"].tolist() == a["event_time"].tolist()
     assert got["severity"].tolist() == a["severity"].tolist()
@@ -96,11 +97,11 @@ def test_objects_partitioned_by_date_and_keyed_by_batch(s3_sink):
 def test_replayed_batch_overwrites_instead_of_duplicating(s3_sink):
     from sentinel.store.query import Filters, Store, query
     a, r = batch(3)
-    s3_sink.write(a, r, 3)
+    s3_sink.write(rec(a, r, 3))
     before = {k: s3_sink.client.head_object(Bucket=s3_sink.bucket, Key=k)["ETag"]
               for k in s3_sink.keys("anomalies") + s3_sink.keys("rejects")}
     a2, r2 = batch(3)  # the re-run: same rows, later detected_at
-    s3_sink.write(a2, r2, 3)
+    s3_sink.write(rec(a2, r2, 3))
     after = {k: s3_sink.client.head_object(Bucket=s3_sink.bucket, Key=k)["ETag"]
              for k in s3_sink.keys("anomalies") + s3_sink.keys("rejects")}
     assert sorted(after) == sorted(before)  # the same objects, rewritten
@@ -119,8 +120,8 @@ def _settings_for(sink):
 def test_same_anomaly_in_two_batches_is_read_once(s3_sink):
     from sentinel.store.query import Filters, Store, query
     a, r = batch(5)
-    s3_sink.write(a, r, 5)
-    s3_sink.write(a.assign(batch_id=9), r.iloc[:0], 9)  # e.g. re-scored after a restart
+    s3_sink.write(rec(a, r, 5))
+    s3_sink.write(rec(a.assign(batch_id=9), r.iloc[:0], 9))  # e.g. re-scored after a restart
     rows = query(Store("s3", s3_sink.bucket, s3_sink.prefix), Filters(), _settings_for(s3_sink))
     assert len(rows) == 6 and set(rows["batch_id"]) == {5}  # the first write wins, as in SQL
 
@@ -130,13 +131,13 @@ def test_hostile_ids_never_shape_keys(s3_sink):
     rows = [(sid, f"2026-03-2{i % 3 + 1}T10:00:00Z", 2.0 + i, 1.0, 20.0) for i, sid in enumerate(HOSTILE)]
     a = make_anomalies(11, rows)
     r = make_rejects(11, [("../../etc/passwd\x00", "not_json: x", "../../etc", None)])
-    s3_sink.write(a, r, 11)
+    s3_sink.write(rec(a, r, 11))
     reg = pd.DataFrame({"sensor_id": HOSTILE, "zone": ["../zone/\n" + z for z in HOSTILE]})
     s3_sink.load_sensors(reg)
     keys = [k for k in s3_sink.client.list_objects_v2(Bucket=s3_sink.bucket)["Contents"]]
     pattern = re.compile(KEY_RE.format(prefix=re.escape(s3_sink.prefix)))
     data_keys = [k["Key"] for k in keys if not k["Key"].endswith("sensors/sensors.parquet")]
-    assert len(data_keys) == 4 and all(pattern.match(k) for k in data_keys), data_keys
+    assert len(data_keys) == 5 and all(pattern.match(k) for k in data_keys), data_keys  # + the batch row
     got = query(Store("s3", s3_sink.bucket, s3_sink.prefix), Filters(), _settings_for(s3_sink))
     assert sorted(got["sensor_id"]) == sorted(HOSTILE)
     for sid in HOSTILE[:4]:  # injection, path, unicode, newline
@@ -205,7 +206,7 @@ def test_unreachable_endpoint_fails_loudly():
     sink = S3Sink(S3Settings(bucket="nowhere", prefix="p", endpoint_url=f"http://127.0.0.1:{port}"), max_attempts=1)
     a, r = batch(1)
     with pytest.raises(RuntimeError, match=r"s3 sink: write of batch 1 failed \(s3://nowhere/p at http://127\.0\.0\.1"):
-        sink.write(a, r, 1)
+        sink.write(rec(a, r, 1))
     with pytest.raises(RuntimeError, match="s3 sink: setup"):
         sink.setup()
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from sentinel.store.sinks.base import BatchRecords
 from sentinel.store.sinks.sqlite import SqliteSink
 from sentinel.stream.chunks import encode_table, rejects_table
 from sentinel.stream.writer import BatchWriter, anomaly_records, reject_records
@@ -59,6 +60,6 @@ def test_same_anomaly_under_another_model_version_is_kept(tmp_path):
     df = pd.DataFrame({"sensor_id": ["a"], "event_time": [pd.Timestamp("2026-01-01", tz="UTC")],
                        "score": [2.0], "threshold": [1.0], "values": [[1.0]]})
     empty = reject_records(pd.DataFrame(columns=["raw", "reject_reason", "sensor_id", "event_time"]), 1)
-    sink.write(anomaly_records(df, "v1", 1, ["p"]), empty, 1)
-    sink.write(anomaly_records(df, "v2", 1, ["p"]), empty, 1)
+    sink.write(BatchRecords(1, anomalies=anomaly_records(df, "v1", 1, ["p"]), rejects=empty))
+    sink.write(BatchRecords(1, anomalies=anomaly_records(df, "v2", 1, ["p"]), rejects=empty))
     assert _counts(sink.path) == (2, 0)

@@ -160,11 +160,35 @@ def test_alert_messages_carry_the_natural_key():
     msgs = alert_messages(_anomalies())
     assert [k for k, _ in msgs] == [b"PT-0002", b"PT-0001"]
     first, second = (json.loads(v) for _, v in msgs)
-    assert first == {"sensor_id": "PT-0002", "event_time": "2026-01-12T07:35:00Z", "score": 0.9,
+    assert first == {"type": "anomaly", "sensor_id": "PT-0002", "event_time": "2026-01-12T07:35:00Z", "score": 0.9,
                      "threshold": 0.45, "severity": pytest.approx(2.0), "values": {"pressure": 21.4},
-                     "model_version": "v7", "batch_id": 12, "detected_at": first["detected_at"]}
+                     "expected": None, "explanation": None, "model_version": "v7", "batch_id": 12,
+                     "detected_at": first["detected_at"]}
     assert second["event_time"] == "2026-01-12T07:40:00.250000Z"
     assert first["detected_at"].endswith("Z")
+    explained = _anomalies().assign(expected=['{"pressure": 30.5}', None], explanation=["low pressure", None])
+    third, fourth = (json.loads(v) for _, v in alert_messages(explained))
+    assert third["expected"] == {"pressure": 30.5} and third["explanation"] == "low pressure"
+    assert fourth["expected"] is None and fourth["explanation"] is None
+
+
+def test_incident_messages_are_keyed_by_incident_and_carry_the_record():
+    from sentinel.store.sinks.kafka_alerts import incident_messages
+    from tests.records import INC_A, INC_C, incident
+    incidents = pd.DataFrame([incident(**INC_A, batch_id=4), incident(**INC_C, batch_id=4)])
+    events = pd.DataFrame({"incident_id": ["INC-C", "INC-A"], "event": ["update", "open"]})
+    msgs = incident_messages(incidents, events, 4)
+    assert [k for k, _ in msgs] == [b"INC-C", b"INC-A"]  # the events' order
+    c, a = (json.loads(v) for _, v in msgs)
+    assert (c["type"], c["event"], c["batch_id"]) == ("incident", "update", 4)
+    assert a["incident"]["incident_id"] == "INC-A" and a["incident"]["opened_at"] == "2026-03-20T11:30:00Z"
+    assert [s["sensor_id"] for s in a["incident"]["sensors"]] == ["PT-1", "PT-2"]
+    assert c["incident"]["muted"] is True and c["incident"]["closed_at"] is None
+    assert incident_messages(incidents, events.iloc[:0], 4) == []
+    with pytest.raises(ValueError, match="'reopen' is not one of open, update, close"):
+        incident_messages(incidents, events.assign(event="reopen"), 4)
+    with pytest.raises(ValueError, match="INC-X"):
+        incident_messages(incidents, pd.DataFrame({"incident_id": ["INC-X"], "event": ["open"]}), 4)
 
 
 def test_checkpoint_query_id(tmp_path):
@@ -182,6 +206,7 @@ def test_checkpoint_query_id(tmp_path):
 def test_alerts_sink_without_anomalies_does_not_touch_kafka():
     from sentinel.store.sinks.kafka_alerts import KafkaAlertsSink
     s = load_settings(None, ['source.kafka.bootstrap_servers="127.0.0.1:1"', 'source.kafka.alerts_topic="a"'])
+    from sentinel.store.sinks.base import BatchRecords
     sink = KafkaAlertsSink(s.source.kafka, "/nonexistent")
-    sink.write(_anomalies().iloc[0:0], pd.DataFrame(), 0)
+    sink.write(BatchRecords(0, anomalies=_anomalies().iloc[0:0]))
     assert sink.producer is None and sink.name == "kafka_alerts"

@@ -12,6 +12,7 @@ from sentinel.cli import query as cli_query
 from sentinel.store import query as an
 from sentinel.store import report
 from sentinel.config import ConfigError, load_settings
+from sentinel.store.sinks.base import BatchRecords
 from sentinel.stream.writer import anomaly_records
 
 HOSTILE = ["x'); DROP TABLE anomalies;--", "../../etc", "Ünïcødé-センサー", "$x^2$ {y}", "a|b`c`<b>"]
@@ -160,8 +161,7 @@ def sqlite_store(tmp_path):
     rows = [(sid, f"2026-03-25T{10 + i}:00:00Z", 1.5 + i, ) for i, sid in enumerate(HOSTILE)]
     rows += [("PT-1", "2026-03-25T10:00:00Z", 4.0), ("PT-1", "2026-03-26T01:30:00Z", 1.2)]
     a = _anomalies(0, rows)
-    sink.write(a, a.iloc[:0].reindex(columns=["batch_id", "seq", "raw", "reason", "sensor_id", "event_time",
-                                               "received_at"]), 0)
+    sink.write(BatchRecords(0, anomalies=a))
     sink.load_sensors(normalise(pd.DataFrame({"sensor_id": ["PT-1", HOSTILE[1]], "zone": ["north", "z|one\nx"]})))
     return db, a
 

@@ -18,10 +18,9 @@ import json
 import logging
 import math
 import re
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlencode, urlparse
+from urllib.parse import parse_qsl, urlencode, urlparse
 
 import pandas as pd
 
@@ -30,7 +29,9 @@ from sentinel.config import ConfigError, Settings
 log = logging.getLogger("sentinel.store")
 
 QUERY_COLUMNS = ["event_time", "sensor_id", "zone", "severity", "score", "threshold", "model_version",
-                 "values", "batch_id", "detected_at"]
+                 "values", "expected", "explanation", "batch_id", "detected_at"]
+# Anomaly columns later versions added: read as NULL from a store written before them.
+ADDED_COLUMNS = ("expected", "explanation")
 NATURAL_KEY = ["sensor_id", "event_time", "model_version"]
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
@@ -139,13 +140,14 @@ def parse_time(text: str | None, now: pd.Timestamp | None = None) -> pd.Timestam
 
 # ---------------------------------------------------------------- SQL
 SELECT_TEMPLATE = ('SELECT a.event_time, a.sensor_id, s.zone, a.severity, a.score, a.threshold, a.model_version, '
-                   'a."values", a.batch_id, a.detected_at FROM {anomalies} AS a '
-                   'LEFT JOIN {sensors} AS s ON s.sensor_id = a.sensor_id')
+                   'a."values", {expected}, {explanation}, a.batch_id, a.detected_at FROM {{anomalies}} AS a '
+                   'LEFT JOIN {{sensors}} AS s ON s.sensor_id = a.sensor_id')
 
 
-def build_sql(filters: Filters, dialect: str) -> tuple[str, list]:
+def build_sql(filters: Filters, dialect: str, missing: frozenset[str] = frozenset()) -> tuple[str, list]:
     """The query as a template (``{anomalies}``, ``{sensors}`` stand for the tables) and its
-    parameters. Every value is a bound parameter; nothing from the user is spliced in."""
+    parameters. Every value is a bound parameter; nothing from the user is spliced in.
+    ``missing``: ADDED_COLUMNS the store's anomalies table lacks (selected as NULL)."""
     if dialect not in ("sqlite", "postgres"):
         raise ValueError(f"unknown dialect {dialect!r}")
     ph = "?" if dialect == "sqlite" else "%s"
@@ -169,7 +171,7 @@ def build_sql(filters: Filters, dialect: str) -> tuple[str, list]:
     if filters.zone is not None:
         where.append(f"s.zone = {ph}")
         params.append(str(filters.zone))
-    text = SELECT_TEMPLATE
+    text = SELECT_TEMPLATE.format(**{c: f"NULL AS {c}" if c in missing else f'a."{c}"' for c in ADDED_COLUMNS})
     if where:
         text += " WHERE " + " AND ".join(where)
     collate = ' COLLATE "C"' if dialect == "postgres" else ""
@@ -182,77 +184,24 @@ def build_sql(filters: Filters, dialect: str) -> tuple[str, list]:
 
 # ---------------------------------------------------------------- query
 def query(store: Store, filters: Filters, settings: Settings | None = None) -> pd.DataFrame:
-    """Anomalies matching ``filters`` from ``store``: QUERY_COLUMNS, normalised (see module doc)."""
-    settings = settings or Settings()
-    if store.kind == "sqlite":
-        frame = _query_sqlite(store, filters)
-    elif store.kind == "postgres":
-        frame = _query_postgres(store, filters)
-    elif store.kind == "s3":
-        frame = _query_s3(store, filters, settings)
-    else:  # pragma: no cover - parse_store only makes the three kinds
-        raise ValueError(store.kind)
-    return normalise(frame)
-
-
-def _query_sqlite(store: Store, filters: Filters) -> pd.DataFrame:
-    path = Path(store.target)
-    if not path.is_file():
-        raise ConfigError(f"SQLite store {path} does not exist: check --store (or run the deploy job first)")
-    text, params = build_sql(filters, "sqlite")
-    con = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=30)
+    """Anomalies matching ``filters`` from ``store``: QUERY_COLUMNS, normalised (see module doc).
+    The same as ``open_store(store, settings).anomalies(filters)``."""
+    from sentinel.store.client import open_store
+    client = open_store(store, settings or Settings())
     try:
-        rows = con.execute(text.format(anomalies="anomalies", sensors="sensors"), params).fetchall()
-    except sqlite3.OperationalError as exc:
-        raise ConfigError(f"SQLite store {path} cannot be queried ({exc}): is it a Pressure Sentinel store?") from None
+        return client.anomalies(filters)
     finally:
-        con.close()
-    return pd.DataFrame(rows, columns=QUERY_COLUMNS)
+        client.release()
 
 
-def _query_postgres(store: Store, filters: Filters) -> pd.DataFrame:
-    import psycopg2
-    from psycopg2 import errors, sql
-    text, params = build_sql(filters, "postgres")
-    stmt = sql.SQL(text).format(anomalies=sql.Identifier(store.namespace, "anomalies"),
-                                sensors=sql.Identifier(store.namespace, "sensors"))
-    try:
-        con = psycopg2.connect(store.target or "", connect_timeout=10, application_name="sentinel-query")
-    except psycopg2.OperationalError as exc:
-        raise ConfigError(f"cannot connect to PostgreSQL ({' '.join(str(exc).split())}): check --store and PG* env") from None
-    try:
-        with con, con.cursor() as cur:
-            cur.execute(stmt, params)
-            rows = cur.fetchall()
-    except errors.UndefinedTable:
-        raise ConfigError(f"PostgreSQL schema {store.namespace!r} has no anomaly tables: check ?schema= "
-                          f"(default sinks.postgres.schema) or run the deploy job first") from None
-    finally:
-        con.close()
-    return pd.DataFrame(rows, columns=QUERY_COLUMNS)
-
-
-def _query_s3(store: Store, filters: Filters, settings: Settings) -> pd.DataFrame:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from sentinel.config import S3Settings
-    from sentinel.store.sinks.s3 import S3Sink
-    cfg = settings.sinks.s3
-    sink = S3Sink(S3Settings(bucket=store.target, prefix=store.namespace, region=cfg.region,
-                             endpoint_url=cfg.endpoint_url))
-    day = lambda ts: None if ts is None else ts.strftime("%Y-%m-%d")  # noqa: E731
-    try:
-        frame = sink.read("anomalies", day(filters.since), day(filters.until))
-        sensors = sink.read_sensors()
-    except (BotoCoreError, ClientError) as exc:
-        raise ConfigError(f"cannot read s3://{store.target}/{store.namespace} ({exc}): check --store, "
-                          f"sinks.s3.endpoint_url / SENTINEL_S3_ENDPOINT and credentials") from None
+def filter_anomalies(frame: pd.DataFrame, filters: Filters, zones: dict) -> pd.DataFrame:
+    """Filters applied in pandas to anomaly rows read from S3: de-duplicated on the natural key
+    (the first write kept, like ON CONFLICT DO NOTHING), zone joined, sorted, limited."""
     if frame.empty:
         return pd.DataFrame(columns=QUERY_COLUMNS)
+    frame = frame.copy()
     frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
-    # a natural key written by two batches: keep the first write, like ON CONFLICT DO NOTHING
     frame = frame.sort_values("batch_id", kind="stable").drop_duplicates(NATURAL_KEY, keep="first")
-    zones = dict(zip(sensors["sensor_id"], sensors["zone"])) if len(sensors) else {}
     frame["zone"] = [zones.get(s) for s in frame["sensor_id"]]
     keep = pd.Series(True, index=frame.index)
     if filters.sensors:
@@ -265,11 +214,10 @@ def _query_s3(store: Store, filters: Filters, settings: Settings) -> pd.DataFram
         keep &= frame["severity"] >= float(filters.min_severity)
     if filters.zone is not None:
         keep &= frame["zone"].map(lambda z: z == filters.zone)
-    frame = frame[keep.to_numpy()]
-    frame = sort_rows(frame)
+    frame = sort_rows(frame[keep.to_numpy()])
     if filters.limit:
         frame = frame.head(int(filters.limit))
-    return frame[QUERY_COLUMNS]
+    return frame.reindex(columns=QUERY_COLUMNS)
 
 
 def sort_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -298,7 +246,13 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     out["model_version"] = out["model_version"].astype(str)
     out["zone"] = [None if z is None or (isinstance(z, float) and math.isnan(z)) else str(z) for z in out["zone"]]
     out["values"] = [_canonical_json(v) for v in out["values"]]
+    out["expected"] = [None if _missing(v) else _canonical_json(v) for v in out["expected"]]
+    out["explanation"] = [None if _missing(v) else str(v) for v in out["explanation"]]
     return out.reset_index(drop=True)
+
+
+def _missing(v) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
 
 
 

@@ -1,4 +1,10 @@
-"""``sentinel report``: per-sensor anomaly plots and a summary page from any store's rows."""
+"""``sentinel report``: per-sensor anomaly plots and a summary page from any store's rows.
+
+``summary.md`` holds the anomalies per sensor, zone and hour, the incidents of the period
+(when given) and, when the caller passes one, an alarm-load section (``alarm_load``: a dict of
+figures, e.g. from ``sentinel.incidents.load``); :func:`report_json` is the same as one JSON
+document (``sentinel report --json FILE``).
+"""
 from __future__ import annotations
 
 import hashlib
@@ -50,9 +56,22 @@ def summarise(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {"sensor": per_sensor, "zone": per_zone, "hour": per_hour}
 
 
+MAX_INCIDENT_ROWS = 50  # incidents listed in summary.md (newest first); counts cover all
+
+
 def write_report(frame: pd.DataFrame, out_dir: str | Path, history: pd.DataFrame | None = None,
-                 features: list[str] | None = None, source: str = "", max_sensors: int = 50) -> dict:
-    """Draw one PNG per sensor with anomalies and summary.md + summary.png into ``out_dir``."""
+                 features: list[str] | None = None, source: str = "", max_sensors: int = 50,
+                 incidents: pd.DataFrame | None = None, alarm_load: dict | None = None,
+                 alarm_load_md: str | None = None) -> dict:
+    """Draw one PNG per sensor with anomalies and summary.md + summary.png into ``out_dir``.
+
+    Args:
+        incidents: the period's incidents (``StoreClient.incidents`` columns); if not given, the
+            page has no incidents section.
+        alarm_load: figures for an "Alarm load" section (name -> number or text); none if not given.
+        alarm_load_md: that section already rendered (``sentinel.incidents.load.markdown``); if
+            not given, the figures are listed as a plain table.
+    """
     import warnings
 
     import matplotlib
@@ -61,10 +80,12 @@ def write_report(frame: pd.DataFrame, out_dir: str | Path, history: pd.DataFrame
 
     with warnings.catch_warnings():  # ids in scripts the default font lacks: boxes, not warnings
         warnings.filterwarnings("ignore", message=r"Glyph .* missing from", category=UserWarning)
-        return _write_report(plt, frame, out_dir, history, features, source, max_sensors)
+        return _write_report(plt, frame, out_dir, history, features, source, max_sensors, incidents, alarm_load,
+                             alarm_load_md)
 
 
-def _write_report(plt, frame, out_dir, history, features, source, max_sensors) -> dict:
+def _write_report(plt, frame, out_dir, history, features, source, max_sensors, incidents=None,
+                  alarm_load=None, alarm_load_md=None) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     features = features or ["pressure"]
@@ -79,6 +100,11 @@ def _write_report(plt, frame, out_dir, history, features, source, max_sensors) -
         sensor_files[sid] = name
     _plot_summary(plt, tables, out / "summary.png")
     md = _summary_md(frame, tables, sensor_files, source, history is not None, max_sensors)
+    md += _incidents_md(incidents)
+    if alarm_load_md:
+        md += "\n" + alarm_load_md.rstrip("\n") + "\n"
+    else:
+        md += _alarm_load_md(alarm_load)
     (out / "summary.md").write_text(md, encoding="utf-8")
     return {"summary_md": out / "summary.md", "summary_png": out / "summary.png",
             "sensors": {sid: out / n for sid, n in sensor_files.items()}}
@@ -174,3 +200,77 @@ def _summary_md(frame, tables, sensor_files, source, with_history, max_sensors) 
     lines += ["", "Severity = score / threshold (1 = at the alarm threshold)."
               + (" Sensor plots draw the readings from --history with anomalies on them." if with_history else "")]
     return "\n".join(lines) + "\n"
+
+
+def _incidents_md(incidents: pd.DataFrame | None) -> str:
+    if incidents is None:
+        return ""
+    lines = ["", "## Incidents", ""]
+    if not len(incidents):
+        return "\n".join(lines + ["No incidents match the filters."]) + "\n"
+    by_status = incidents["status"].value_counts()
+    by_kind = incidents["kind"].value_counts()
+    lines.append(f"- incidents: {len(incidents)} ("
+                 + ", ".join(f"{_md(k)} {int(n)}" for k, n in sorted(by_status.items())) + "; "
+                 + ", ".join(f"{_md(k)} {int(n)}" for k, n in sorted(by_kind.items())) + ")")
+    lines.append(f"- muted: {int(incidents['muted'].sum())}, labelled: {int(incidents['label'].notna().sum())}")
+    lines += ["", "| incident | status | kind | zone | first sensor | opened | last seen | peak severity | readings "
+                  "| muted | label |", "|---|---|---|---|---|---|---|---:|---:|---|---|"]
+    for r in incidents.head(MAX_INCIDENT_ROWS).itertuples(index=False):
+        lines.append(f"| {_md(r.incident_id)} | {_md(r.status)} | {_md(r.kind)} | {_md(r.zone)} | "
+                     f"{_md(r.first_sensor)} | {_iso(r.opened_at)} | {_iso(r.last_seen)} | {r.peak_severity:.2f} | "
+                     f"{int(r.readings)} | {'yes' if r.muted else ''} | {_md(r.label)} |")
+    if len(incidents) > MAX_INCIDENT_ROWS:
+        lines += ["", f"The {MAX_INCIDENT_ROWS} newest of {len(incidents)} incidents are listed."]
+    return "\n".join(lines) + "\n"
+
+
+def _alarm_load_md(alarm_load: dict | None) -> str:
+    if not alarm_load:
+        return ""
+    lines = ["", "## Alarm load", "", "| figure | value |", "|---|---:|"]
+    for k, v in alarm_load.items():
+        if not isinstance(v, (dict, list)):
+            lines.append(f"| {_md(k)} | {_md(f'{v:.3g}' if isinstance(v, float) else v)} |")
+    return "\n".join(lines) + "\n"
+
+
+def report_json(frame: pd.DataFrame, incidents: pd.DataFrame | None = None, alarm_load: dict | None = None,
+                source: str = "") -> dict:
+    """The report's figures as one JSON-ready dict: anomaly counts per sensor and zone, the
+    incidents (counts and records) and the alarm load (None when not computed)."""
+    tables = summarise(frame)
+
+    def rows(tab, key):
+        out = []
+        for idx, r in tab.iterrows():
+            d = {key: idx}
+            for c, v in r.items():
+                d[c] = _iso(v) if isinstance(v, pd.Timestamp) else (v.item() if hasattr(v, "item") else v)
+            out.append(d)
+        return out
+
+    doc = {"store": source, "generated": _iso(pd.Timestamp(datetime.now(timezone.utc))),
+           "anomalies": int(len(frame)), "sensors": int(frame["sensor_id"].nunique()) if len(frame) else 0,
+           "per_sensor": rows(tables["sensor"], "sensor_id") if len(frame) else [],
+           "per_zone": rows(tables["zone"], "zone") if len(frame) else [], "incidents": None,
+           "alarm_load": alarm_load}
+    if incidents is not None:
+        recs = []
+        for r in incidents.to_dict("records"):
+            d = {}
+            for k, v in r.items():
+                if isinstance(v, pd.Timestamp) or v is pd.NaT:
+                    d[k] = _iso(v) or None
+                elif k == "sensors":
+                    d[k] = json.loads(v) if isinstance(v, str) else v
+                elif isinstance(v, float) and math.isnan(v):
+                    d[k] = None
+                else:
+                    d[k] = v.item() if hasattr(v, "item") else v
+            recs.append(d)
+        doc["incidents"] = {"total": len(incidents),
+                            "by_status": {k: int(n) for k, n in incidents["status"].value_counts().items()},
+                            "by_kind": {k: int(n) for k, n in incidents["kind"].value_counts().items()},
+                            "items": recs}
+    return doc

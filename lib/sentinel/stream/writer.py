@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
+from sentinel.store.sinks.base import BatchRecords, batch_record, score_records
 from sentinel.stream.chunks import decode_tables, fixed_to_numpy
 
 log = logging.getLogger("sentinel.stream")
@@ -75,21 +76,24 @@ class BatchWriter:
 
     def __call__(self, batch, batch_id: int) -> None:
         t0 = time.time()
-        # One pass: the chunks hold the counts, the anomalies, the rejects and (S3 scores
-        # sink only) every score, so nothing runs twice and nothing needs persisting.
+        # One pass: the chunks hold the counts, the anomalies, the rejects and (sinks.write_scores)
+        # every score, so nothing runs twice and nothing needs persisting.
         data = collect_batch(batch, len(self.features), self.keep_scores)
         t_compute = time.time() - t0
         anomalies = anomaly_records(data.anomalies, self.model_version, batch_id, self.features)
         rejects = reject_records(data.rejects, batch_id)
         scores = None
-        if data.scores is not None:  # every scored reading, for the data lake (S3 write_scores)
-            from sentinel.store.sinks.s3 import score_records
+        if data.scores is not None:  # every scored reading (sinks.write_scores)
             scores = score_records(data.scores, self.model_version, batch_id, self.features)
+        times = [f["event_time"].max() for f in (anomalies, scores) if f is not None and len(f)]
+        # Incidents are not tracked yet: the sinks get empty incident frames.
+        records = BatchRecords(batch_id, anomalies=anomalies, rejects=rejects, scores=scores, batch=batch_record(
+            batch_id, events=data.events, scored=data.scored, warmup=data.warmup, rejects=len(rejects),
+            anomalies=len(anomalies), max_event_time=max(times) if times else None,
+            model_version=self.model_version, duration_s=time.time() - t0))
 
         def write(sink):
-            sink.write(anomalies, rejects, batch_id)
-            if scores is not None and getattr(sink, "wants_scores", False):
-                sink.write_scores(scores, batch_id)
+            sink.write(records)
 
         t_sinks = time.time()
         # The sinks wait on their servers and disks, not on Python: write them side by side.

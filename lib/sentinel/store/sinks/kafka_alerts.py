@@ -1,27 +1,35 @@
-"""Alert topic: every anomaly record published as JSON to ``source.kafka.alerts_topic``.
+"""Alert topic: every anomaly and every incident event published as JSON to ``source.kafka.alerts_topic``.
 
 One message per anomaly, key = sensor id (one sensor's alerts stay in order in one
-partition), value = the anomaly record as JSON::
+partition), value = the anomaly record as JSON with ``"type": "anomaly"``::
 
-    {"sensor_id": "PT-0003", "event_time": "2026-01-12T07:35:00Z", "score": 0.91,
-     "threshold": 0.42, "severity": 2.17, "values": {"pressure": 21.4},
-     "model_version": "20260325T160000Z-1a2b3c", "batch_id": 12,
+    {"type": "anomaly", "sensor_id": "PT-0003", "event_time": "2026-01-12T07:35:00Z", "score": 0.91,
+     "threshold": 0.42, "severity": 2.17, "values": {"pressure": 21.4}, "expected": {"pressure": 30.2},
+     "explanation": "...", "model_version": "20260325T160000Z-1a2b3c", "batch_id": 12,
      "detected_at": "2026-03-25T16:00:03.120000Z"}
+
+One message per incident event (open, update, close) of the batch, key = incident id (one
+incident's events stay in order), value::
+
+    {"type": "incident", "event": "open", "batch_id": 12,
+     "incident": {"incident_id": "INC-...", "kind": "leak", "status": "new", "zone": "north",
+                  "sensors": [{"sensor_id": "PT-0003", "share": 0.8, ...}], ...}}
 
 Delivery: **exactly once per micro-batch for ``read_committed`` consumers** when the
 checkpoint is on a local file system (the usual case). The sink reads the streaming query's id
-from ``<checkpoint>/metadata`` and publishes each batch in one Kafka transaction
-(``transactional.id = sentinel-alerts-<query id>``) together with a progress marker
-``{"batch_id": N}`` on the compacted topic :data:`PROGRESS_TOPIC` (key ``<query id>/<alerts
-topic>``). After a crash the restarted job's producer fences the dead one (its open
+from ``<checkpoint>/metadata`` and publishes each batch's anomalies and incident events in one
+Kafka transaction (``transactional.id = sentinel-alerts-<query id>``) together with a progress
+marker ``{"batch_id": N}`` on the compacted topic :data:`PROGRESS_TOPIC` (key ``<query
+id>/<alerts topic>``). After a crash the restarted job's producer fences the dead one (its open
 transaction is aborted), reads the last committed batch id and skips a replayed batch that was
 already published. Consumers must read with ``isolation.level=read_committed`` (librdkafka's
 default; the Java client's default is ``read_uncommitted``, which can also see aborted
 messages).
 
 Otherwise (checkpoint on HDFS/S3, or a consumer reading uncommitted) it is **at least once**:
-a replayed micro-batch re-publishes its alerts. Consumers then de-duplicate on the natural key
-``(sensor_id, event_time, model_version)``, which every message carries.
+a replayed micro-batch re-publishes its messages. Consumers then de-duplicate anomalies on the
+natural key ``(sensor_id, event_time, model_version)`` and incident events on ``(incident_id,
+event, batch_id)``, which every message carries.
 
 A failed delivery or commit raises, so the micro-batch fails loudly and is re-run after a
 restart.
@@ -38,6 +46,7 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from sentinel.config import KafkaSettings
+from sentinel.store.sinks.base import INCIDENT_EVENTS, BatchRecords, incident_rows
 
 log = logging.getLogger("sentinel.sinks.kafka_alerts")
 
@@ -63,16 +72,69 @@ def _num(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _json(v):
+    """A JSON field (text in the frames) as the object it holds; null stays None."""
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    return json.loads(v) if isinstance(v, (str, bytes)) else v
+
+
+def _text(v) -> str | None:
+    return None if v is None or (isinstance(v, float) and v != v) else str(v)
+
+
+def _dumps(msg: dict) -> bytes:
+    return json.dumps(msg, separators=(",", ":")).encode("utf-8")
+
+
 def alert_messages(anomalies: pd.DataFrame) -> list[tuple[bytes, bytes]]:
     """Anomaly records (``stream.anomaly_records``) -> (key, JSON value) per record."""
     out = []
+    has_expected, has_explanation = "expected" in anomalies, "explanation" in anomalies
     for r in anomalies.itertuples(index=False):
-        values = json.loads(r.values) if isinstance(r.values, str) else dict(r.values)
-        msg = {"sensor_id": str(r.sensor_id), "event_time": _iso(r.event_time), "score": _num(r.score),
-               "threshold": _num(r.threshold), "severity": _num(r.severity), "values": values,
-               "model_version": str(r.model_version), "batch_id": int(r.batch_id),
-               "detected_at": _iso(r.detected_at)}
-        out.append((str(r.sensor_id).encode("utf-8"), json.dumps(msg, separators=(",", ":")).encode("utf-8")))
+        msg = {"type": "anomaly", "sensor_id": str(r.sensor_id), "event_time": _iso(r.event_time),
+               "score": _num(r.score), "threshold": _num(r.threshold), "severity": _num(r.severity),
+               "values": _json(r.values) or {}, "expected": _json(r.expected) if has_expected else None,
+               "explanation": _text(r.explanation) if has_explanation else None,
+               "model_version": str(r.model_version), "batch_id": int(r.batch_id), "detected_at": _iso(r.detected_at)}
+        out.append((str(r.sensor_id).encode("utf-8"), _dumps(msg)))
+    return out
+
+
+def incident_record(row: dict) -> dict:
+    """A stored incident row (INCIDENT_STREAM_COLUMNS) as JSON-ready values."""
+    out = {}
+    for k, v in row.items():
+        if k in ("opened_at", "last_seen", "closed_at", "detected_at", "updated_at"):
+            out[k] = _iso(v)
+        elif k == "sensors":
+            out[k] = _json(v) or []
+        elif k == "peak_severity":
+            out[k] = _num(v)
+        elif k in ("readings", "batch_id"):
+            out[k] = int(v)
+        elif k == "muted":
+            out[k] = bool(v)
+        else:
+            out[k] = _text(v)
+    return out
+
+
+def incident_messages(incidents: pd.DataFrame, events: pd.DataFrame, batch_id: int) -> list[tuple[bytes, bytes]]:
+    """The batch's incident events -> (key = incident id, JSON value) each, in the events' order,
+    carrying the incident record this batch wrote."""
+    if events is None or not len(events):
+        return []
+    records = {r["incident_id"]: r for r in incident_rows(incidents).to_dict("records")}
+    out = []
+    for ev in events.itertuples(index=False):
+        iid, event = str(ev.incident_id), str(ev.event)
+        if event not in INCIDENT_EVENTS:
+            raise ValueError(f"incident event {event!r} is not one of {', '.join(INCIDENT_EVENTS)}")
+        if iid not in records:
+            raise ValueError(f"incident event {event!r} names incident {iid!r}, which the batch's incidents lack")
+        msg = {"type": "incident", "event": event, "incident": incident_record(records[iid]), "batch_id": int(batch_id)}
+        out.append((iid.encode("utf-8"), _dumps(msg)))
     return out
 
 
@@ -108,6 +170,7 @@ class KafkaAlertsSink:
         self.progress_key: bytes | None = None
         self.last_batch = -1
         self.published = 0
+        self.wants_scores = False  # alerts never carry every score
 
     # ------------------------------------------------------------ contract
     def setup(self) -> None:
@@ -117,16 +180,18 @@ class KafkaAlertsSink:
         ensure_topic(self.bootstrap, self.progress_topic, 1, options=self.options,
                      config={"cleanup.policy": "compact"})
 
-    def write(self, anomalies: pd.DataFrame, rejects: pd.DataFrame, batch_id: int) -> None:
-        if anomalies is None or anomalies.empty:
+    def write(self, records: BatchRecords) -> None:
+        messages = alert_messages(records.anomalies) if len(records.anomalies) else []
+        messages += incident_messages(records.incidents, records.incident_events, records.batch_id)
+        if not messages:
             return
         if self.producer is None:
             self._start()
-        if batch_id <= self.last_batch:
+        if records.batch_id <= self.last_batch:
             log.info("alerts of batch %d were already published to %s (batch replayed after a restart): skipped",
-                     batch_id, self.topic)
+                     records.batch_id, self.topic)
             return
-        self._publish(alert_messages(anomalies), batch_id)
+        self._publish(messages, records.batch_id)
 
     def close(self) -> None:
         if self.producer is not None:

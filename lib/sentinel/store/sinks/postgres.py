@@ -1,22 +1,24 @@
-"""PostgreSQL anomaly store (psycopg2).
+"""PostgreSQL store (psycopg2).
 
 Connection: ``sinks.postgres.dsn`` (a libpq DSN or URL *without* password) or, when empty, the
 standard libpq environment (PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD / ~/.pgpass).
 
 Schema: versioned migrations in ``MIGRATIONS``, applied by ``setup()`` inside one transaction
 that holds a transaction-scoped advisory lock, so any number of jobs may start at once; the
-applied versions are recorded in ``<schema>.schema_migrations``. Tables and natural keys match
-``sinks/sqlite.py``: anomalies PK (sensor_id, event_time, model_version), rejects PK
-(batch_id, seq), sensors PK sensor_id; times are ``timestamptz``, ``values`` is ``jsonb``.
+applied versions are recorded in ``<schema>.schema_migrations``. Tables and keys match
+``sinks/sqlite.py``: anomalies and scores PK (sensor_id, event_time, model_version), rejects PK
+(batch_id, seq), sensors PK sensor_id, incidents PK incident_id, mutes PK mute_id, batches PK
+batch_id; times are ``timestamptz``, JSON fields ``jsonb``.
 
-Writes: one transaction per micro-batch. Anomalies are streamed with ``COPY`` (CSV) into a
-temporary table and moved with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` (about 10x
+Writes: one transaction per micro-batch. Anomalies and scores are streamed with ``COPY`` (CSV)
+into temporary tables and moved with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` (about 10x
 faster than row-by-row VALUES lists, which built every row in Python); rejects, rare and
-needing text clean-up, use ``execute_values ... ON CONFLICT DO NOTHING``. Either way a
-replayed batch is a no-op. Transient failures (OperationalError / InterfaceError: refused,
-reset, server restart) are retried ``retries`` times with exponential back-off
-``retry_backoff_s * 2**attempt`` on a fresh connection; then a RuntimeError naming the sink and
-the last error fails the micro-batch, and Spark re-runs it from the checkpoint.
+needing text clean-up, use ``execute_values ... ON CONFLICT DO NOTHING``; incidents and the
+batch row are upserted (:func:`base.incident_upsert`). Either way a replayed batch adds
+nothing. Transient failures (OperationalError / InterfaceError: refused, reset, server
+restart) are retried ``retries`` times with exponential back-off ``retry_backoff_s * 2**attempt``
+on a fresh connection; then a RuntimeError naming the sink and the last error fails the
+micro-batch, and Spark re-runs it from the checkpoint.
 """
 from __future__ import annotations
 
@@ -27,9 +29,11 @@ from typing import Callable, TypeVar
 
 import pandas as pd
 
-from sentinel.store import registry
 from sentinel.config import ConfigError, PostgresSettings
-from sentinel.store.sinks.base import time_text
+from sentinel.store import registry
+from sentinel.store.sinks.base import (ANOMALY_COLUMNS, BATCH_COLUMNS, INCIDENT_STREAM_COLUMNS, SCORE_COLUMNS,
+                                       BatchRecords, Retention, conform, incident_rows, incident_upsert,
+                                       json_or_none, text_or_none, time_text)
 
 log = logging.getLogger("sentinel.sinks.postgres")
 # The back-off wait; tests replace this one name (patching time.sleep would hit every thread).
@@ -85,20 +89,110 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                  replace(replace(replace(replace(replace(replace(replace(fmt,
                    '%Y', 'YYYY'), '%m', 'MM'), '%d', 'DD'), '%H', 'HH24'), '%M', 'MI'), '%S', 'SS'), '%%', '%')) $$""",
     ]),
+    # Issues 16/17: explained anomalies, every score, incidents with the operators' actions,
+    # maintenance windows and one row per micro-batch.
+    (3, "anomaly expected/explanation, scores, incidents, incident_actions, mutes, batches", [
+        'ALTER TABLE {schema}.anomalies ADD COLUMN IF NOT EXISTS expected jsonb',
+        'ALTER TABLE {schema}.anomalies ADD COLUMN IF NOT EXISTS explanation text',
+        """CREATE TABLE IF NOT EXISTS {schema}.scores (
+            sensor_id     text             NOT NULL,
+            event_time    timestamptz      NOT NULL,
+            score         double precision NOT NULL,
+            threshold     double precision NOT NULL,
+            severity      double precision NOT NULL,
+            is_anomaly    boolean          NOT NULL,
+            "values"      jsonb            NOT NULL,
+            expected      jsonb,
+            model_version text             NOT NULL,
+            batch_id      bigint           NOT NULL,
+            PRIMARY KEY (sensor_id, event_time, model_version))""",
+        "CREATE INDEX IF NOT EXISTS scores_by_time ON {schema}.scores (event_time)",
+        """CREATE TABLE IF NOT EXISTS {schema}.incidents (
+            incident_id     text             PRIMARY KEY,
+            kind            text             NOT NULL,
+            status          text             NOT NULL,   -- new | acknowledged | closed (merged by rank)
+            zone            text,
+            sensors         jsonb            NOT NULL,   -- ranked by share
+            first_sensor    text             NOT NULL,
+            opened_at       timestamptz      NOT NULL,
+            last_seen       timestamptz      NOT NULL,
+            closed_at       timestamptz,
+            peak_severity   double precision NOT NULL,
+            readings        integer          NOT NULL,
+            explanation     text,
+            muted           boolean          NOT NULL,
+            model_version   text             NOT NULL,
+            detected_at     timestamptz      NOT NULL,
+            updated_at      timestamptz      NOT NULL,
+            batch_id        bigint           NOT NULL,
+            acknowledged_by text,                        -- operator-owned from here on
+            acknowledged_at timestamptz,
+            closed_by       text,
+            label           text,
+            labelled_by     text,
+            labelled_at     timestamptz,
+            comment         text)""",
+        "CREATE INDEX IF NOT EXISTS incidents_by_opened ON {schema}.incidents (opened_at)",
+        "CREATE INDEX IF NOT EXISTS incidents_by_status ON {schema}.incidents (status)",
+        """CREATE TABLE IF NOT EXISTS {schema}.incident_actions (
+            action_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            incident_id text        NOT NULL,
+            action      text        NOT NULL,   -- ack | close | label
+            actor       text        NOT NULL,
+            at          timestamptz NOT NULL,
+            label       text,
+            comment     text)""",
+        "CREATE INDEX IF NOT EXISTS incident_actions_by_incident ON {schema}.incident_actions (incident_id)",
+        """CREATE TABLE IF NOT EXISTS {schema}.mutes (
+            mute_id    text        PRIMARY KEY,
+            sensor_id  text,
+            zone       text,
+            starts_at  timestamptz NOT NULL,
+            ends_at    timestamptz NOT NULL,
+            reason     text        NOT NULL,
+            created_by text        NOT NULL,
+            created_at timestamptz NOT NULL,
+            CHECK ((sensor_id IS NULL) <> (zone IS NULL)),
+            CHECK (ends_at > starts_at))""",
+        """CREATE TABLE IF NOT EXISTS {schema}.batches (
+            batch_id         bigint           PRIMARY KEY,
+            written_at       timestamptz      NOT NULL,
+            events           bigint           NOT NULL,
+            scored           bigint           NOT NULL,
+            warmup           bigint           NOT NULL,
+            rejects          bigint           NOT NULL,
+            anomalies        bigint           NOT NULL,
+            incidents_open   bigint           NOT NULL,
+            incidents_opened bigint           NOT NULL,
+            incidents_closed bigint           NOT NULL,
+            max_event_time   timestamptz,
+            model_version    text             NOT NULL,
+            duration_s       double precision NOT NULL)""",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 
-A_COLUMNS = ["sensor_id", "event_time", "score", "threshold", "severity", "values", "model_version",
-             "batch_id", "detected_at"]
+A_COLUMNS = ANOMALY_COLUMNS
 _A_COLS = ", ".join(f'"{c}"' for c in A_COLUMNS)
-# The staging table lives as long as the connection and empties itself at each commit.
+# The staging tables live as long as the connection and empty themselves at each commit.
 A_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS sentinel_anomalies_in "
            "(LIKE {schema}.anomalies INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
 A_COPY = f"COPY sentinel_anomalies_in ({_A_COLS}) FROM STDIN WITH (FORMAT csv)"
 A_MOVE = (f"INSERT INTO {{schema}}.anomalies ({_A_COLS}) SELECT {_A_COLS} FROM sentinel_anomalies_in "
           "ON CONFLICT DO NOTHING")
+_S_COLS = ", ".join(f'"{c}"' for c in SCORE_COLUMNS)
+S_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS sentinel_scores_in "
+           "(LIKE {schema}.scores INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+S_COPY = f"COPY sentinel_scores_in ({_S_COLS}) FROM STDIN WITH (FORMAT csv)"
+S_MOVE = (f"INSERT INTO {{schema}}.scores ({_S_COLS}) SELECT {_S_COLS} FROM sentinel_scores_in "
+          "ON CONFLICT DO NOTHING")
+S_PRUNE = "DELETE FROM {schema}.scores WHERE event_time < (SELECT max(event_time) FROM {schema}.scores) - %s::interval"
 R_INSERT = ("INSERT INTO {schema}.rejects (batch_id, seq, raw, reason, sensor_id, event_time, received_at) "
             "VALUES %s ON CONFLICT DO NOTHING")
+I_UPSERT = incident_upsert("{schema}.incidents", "VALUES %s")
+I_TEMPLATE = "(" + ", ".join("%s::jsonb" if c == "sensors" else "%s" for c in INCIDENT_STREAM_COLUMNS) + ")"
+B_UPSERT = (f"INSERT INTO {{schema}}.batches ({', '.join(BATCH_COLUMNS)}) VALUES ({', '.join(['%s'] * len(BATCH_COLUMNS))}) "
+            "ON CONFLICT (batch_id) DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in BATCH_COLUMNS[1:]))
 S_UPSERT = ("INSERT INTO {schema}.sensors (sensor_id, latitude, longitude, zone, type) VALUES %s "
             "ON CONFLICT (sensor_id) DO UPDATE SET latitude = EXCLUDED.latitude, "
             "longitude = EXCLUDED.longitude, zone = EXCLUDED.zone, type = EXCLUDED.type")
@@ -140,24 +234,61 @@ def _times(series: pd.Series) -> list:
     return [None if pd.isna(t) else t.to_pydatetime() for t in s]
 
 
-def anomaly_csv(anomalies: pd.DataFrame) -> str:
-    """Anomaly records -> CSV for COPY: UTC times to the microsecond, floats as ``repr`` (exact;
-    PostgreSQL reads ``nan``/``inf``), ``values`` as its JSON text."""
+def _utc_text(col) -> list:
+    """The SQLite sink's UTC text, marked as UTC for timestamptz."""
+    return [None if t is None else t + "+00" for t in time_text(col)]
+
+
+def _csv(columns: list[list]) -> str:
     import csv
     import io
-
-    def utc_text(col):  # the SQLite sink's UTC text, marked as UTC for timestamptz
-        return [None if t is None else t + "+00" for t in time_text(col)]
-
-    a = anomalies
-    columns = [[_text(v) for v in a["sensor_id"]], utc_text(a["event_time"]),
-               a["score"].astype(float).tolist(), a["threshold"].astype(float).tolist(),
-               a["severity"].astype(float).tolist(), a["values"].astype(str).tolist(),
-               a["model_version"].astype(str).tolist(), a["batch_id"].astype(int).tolist(),
-               utc_text(a["detected_at"])]
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows(zip(*columns))
     return out.getvalue()
+
+
+def anomaly_csv(anomalies: pd.DataFrame) -> str:
+    """Anomaly records -> CSV for COPY (columns A_COLUMNS): UTC times to the microsecond, floats
+    as ``repr`` (exact; PostgreSQL reads ``nan``/``inf``), ``values``/``expected`` as JSON text,
+    a missing ``expected``/``explanation`` as NULL (an unquoted empty field)."""
+    a = conform(anomalies, ANOMALY_COLUMNS)
+    return _csv([[_text(v) for v in a["sensor_id"]], _utc_text(a["event_time"]),
+                 a["score"].astype(float).tolist(), a["threshold"].astype(float).tolist(),
+                 a["severity"].astype(float).tolist(), a["values"].astype(str).tolist(),
+                 [json_or_none(v) for v in a["expected"]], [_text(v) for v in a["explanation"]],
+                 a["model_version"].astype(str).tolist(), a["batch_id"].astype(int).tolist(),
+                 _utc_text(a["detected_at"])])
+
+
+def score_csv(scores: pd.DataFrame) -> str:
+    """Score records -> CSV for COPY (columns SCORE_COLUMNS), formatted as :func:`anomaly_csv`."""
+    s = conform(scores, SCORE_COLUMNS)
+    return _csv([[_text(v) for v in s["sensor_id"]], _utc_text(s["event_time"]),
+                 s["score"].astype(float).tolist(), s["threshold"].astype(float).tolist(),
+                 s["severity"].astype(float).tolist(), ["t" if v else "f" for v in s["is_anomaly"].astype(bool)],
+                 s["values"].astype(str).tolist(), [json_or_none(v) for v in s["expected"]],
+                 s["model_version"].astype(str).tolist(), s["batch_id"].astype(int).tolist()])
+
+
+def incident_values(incidents: pd.DataFrame) -> list[tuple]:
+    """The batch's incident rows for ``execute_values`` (INCIDENT_STREAM_COLUMNS order)."""
+    i = incident_rows(incidents)
+    if not len(i):
+        return []
+    return list(zip(i["incident_id"].astype(str), i["kind"].astype(str), i["status"].astype(str),
+                    [_text(v) for v in i["zone"]], [json_or_none(v) for v in i["sensors"]],
+                    [_text(v) for v in i["first_sensor"]], _times(i["opened_at"]), _times(i["last_seen"]),
+                    _times(i["closed_at"]), i["peak_severity"].astype(float).tolist(),
+                    i["readings"].astype(int).tolist(), [_text(text_or_none(v)) for v in i["explanation"]],
+                    i["muted"].fillna(False).astype(bool).tolist(), i["model_version"].astype(str),
+                    _times(i["detected_at"]), _times(i["updated_at"]), i["batch_id"].astype(int).tolist()))
+
+
+def batch_values(batch: dict) -> tuple:
+    b = {c: batch.get(c) for c in BATCH_COLUMNS}
+    for c in ("written_at", "max_event_time"):
+        b[c] = None if b[c] is None or pd.isna(b[c]) else pd.Timestamp(b[c]).to_pydatetime()
+    return tuple(b[c] for c in BATCH_COLUMNS)
 
 
 def reject_rows(rejects: pd.DataFrame) -> list[tuple]:
@@ -172,14 +303,22 @@ def reject_rows(rejects: pd.DataFrame) -> list[tuple]:
 class PostgresSink:
     name = "postgres"
 
-    def __init__(self, settings: PostgresSettings | None = None, connect_timeout: int = 5):
+    def __init__(self, settings: PostgresSettings | None = None, connect_timeout: int = 5,
+                 write_scores: bool = True, scores_retention_days: int = 0, retention_every: int | None = None):
         self.settings = settings or PostgresSettings()
+        self.wants_scores = bool(write_scores)
+        self.retention = Retention(scores_retention_days, *([retention_every] if retention_every else []))
         check_dsn(self.settings.dsn)
         self.schema = self.settings.schema
         self.retries = max(0, int(self.settings.retries))
         self.backoff = float(self.settings.retry_backoff_s)
         self.connect_timeout = connect_timeout
         self._conn = None
+
+    @classmethod
+    def from_settings(cls, settings) -> "PostgresSink":
+        return cls(settings.sinks.postgres, write_scores=settings.sinks.write_scores,
+                   scores_retention_days=settings.sinks.scores_retention_days)
 
     # ------------------------------------------------------------ connection + retries
     def connect(self):
@@ -264,27 +403,43 @@ class PostgresSink:
         return applied
 
     # ------------------------------------------------------------ writes
-    def write(self, anomalies: pd.DataFrame, rejects: pd.DataFrame, batch_id: int) -> None:
+    def write(self, records: BatchRecords) -> None:
         import io
 
         from psycopg2.extras import execute_values
-        n_anomalies = 0 if anomalies is None else len(anomalies)
-        a_csv = anomaly_csv(anomalies) if n_anomalies else ""
-        r_rows = reject_rows(rejects)
-        if not n_anomalies and not r_rows:
-            return
-        stage, move, r_sql = self._sql(A_STAGE), self._sql(A_MOVE), self._sql(R_INSERT)
+        n_anomalies, n_scores = len(records.anomalies), 0
+        a_csv = anomaly_csv(records.anomalies) if n_anomalies else ""
+        s_csv = ""
+        if self.wants_scores and records.scores is not None and len(records.scores):
+            n_scores, s_csv = len(records.scores), score_csv(records.scores)
+        r_rows = reject_rows(records.rejects)
+        i_rows = incident_values(records.incidents)
+        b_row = batch_values(records.batch)
+        prune = self.wants_scores and self.retention.due(records.batch_id)
+        q = {name: self._sql(t) for name, t in (("a_stage", A_STAGE), ("a_move", A_MOVE), ("s_stage", S_STAGE),
+                                                 ("s_move", S_MOVE), ("s_prune", S_PRUNE), ("r", R_INSERT),
+                                                 ("i", I_UPSERT), ("b", B_UPSERT))}
 
         def tx(conn) -> None:
             with conn, conn.cursor() as cur:  # one transaction: the whole batch or nothing
                 if n_anomalies:
-                    cur.execute(stage)
+                    cur.execute(q["a_stage"])
                     cur.copy_expert(A_COPY, io.StringIO(a_csv))
-                    cur.execute(move)
+                    cur.execute(q["a_move"])
+                if n_scores:
+                    cur.execute(q["s_stage"])
+                    cur.copy_expert(S_COPY, io.StringIO(s_csv))
+                    cur.execute(q["s_move"])
                 if r_rows:
-                    execute_values(cur, r_sql, r_rows, page_size=PAGE_SIZE)
+                    execute_values(cur, q["r"], r_rows, page_size=PAGE_SIZE)
+                if i_rows:
+                    execute_values(cur, q["i"], i_rows, template=I_TEMPLATE, page_size=PAGE_SIZE)
+                cur.execute(q["b"], b_row)
+                if prune:
+                    cur.execute(q["s_prune"], (f"{self.retention.days} days",))
 
-        self._retrying(f"write of batch {batch_id} ({n_anomalies} anomalies, {len(r_rows)} rejects)", tx)
+        self._retrying(f"write of batch {records.batch_id} ({n_anomalies} anomalies, {n_scores} scores, "
+                       f"{len(i_rows)} incidents, {len(r_rows)} rejects)", tx)
 
     def load_sensors(self, sensors: pd.DataFrame) -> int:
         """Upsert the sensor registry (sensor_id, latitude, longitude, zone, type)."""

@@ -1,16 +1,25 @@
-"""S3 anomaly store: Parquet objects, Hive-partitioned by date (any S3 API: AWS, MinIO, moto).
+"""S3 store: Parquet objects, Hive-partitioned by date (any S3 API: AWS, MinIO, moto).
 
 Layout under ``s3://{bucket}/{prefix}/``::
 
     anomalies/dt=YYYY-MM-DD/batch-{batch_id:012d}.parquet   dt = UTC date of event_time
     rejects/dt=YYYY-MM-DD/batch-{batch_id:012d}.parquet     dt = UTC date of received_at
-    scores/dt=YYYY-MM-DD/batch-{batch_id:012d}.parquet      every scored reading (write_scores)
+    scores/dt=YYYY-MM-DD/batch-{batch_id:012d}.parquet      every scored reading (sinks.write_scores)
+    incidents/dt=YYYY-MM-DD/batch-{batch_id:012d}.parquet   dt = UTC date of opened_at; the
+                                                            batch's version of each incident
+    batches/dt=YYYY-MM-DD/batch-{batch_id:012d}.parquet     dt = UTC date of written_at; one row
     sensors/sensors.parquet                                 the sensor registry (load_sensors)
 
 Keys derive only from the batch id and a date, never from sensor ids, so hostile ids cannot
 shape a key, and a replayed micro-batch overwrites its own objects instead of adding copies.
-Readers (``sentinel query``) still de-duplicate on the natural key, keeping the lowest batch id
-(the first write, like ``ON CONFLICT DO NOTHING`` in the SQL stores).
+Readers still de-duplicate: anomalies and scores on their natural key, keeping the lowest
+batch id (the first write, like ``ON CONFLICT DO NOTHING`` in the SQL stores); incidents on
+``incident_id``, keeping the newest batch's version (status merged by rank). S3 holds no
+operator actions and no mutes: it is read-only for operators.
+
+Scores retention (``sinks.scores_retention_days``): whole ``scores/dt=`` partitions older than
+that many days before the newest event time written are deleted, on the first batch after
+setup and then every RETENTION_EVERY_BATCHES batches.
 
 Endpoint: ``sinks.s3.endpoint_url`` if set (config wins), else ``SENTINEL_S3_ENDPOINT``, else
 boto3's own resolution (AWS). Credentials: boto3's standard chain only.
@@ -18,38 +27,47 @@ boto3's own resolution (AWS). Credentials: boto3's standard chain only.
 from __future__ import annotations
 
 import io
-import json
 import logging
 
 import pandas as pd
 
-from sentinel.store import registry
 from sentinel.config import S3Settings
+from sentinel.store import registry
+from sentinel.store.sinks.base import (ANOMALY_COLUMNS, BATCH_COLUMNS, SCORE_COLUMNS, BatchRecords, Retention,
+                                       conform, incident_rows, score_records)
 from sentinel.store.storage import join_key, list_keys, resolve_endpoint, s3_client
 
 log = logging.getLogger("sentinel.sinks.s3")
 
-KINDS = ("anomalies", "rejects", "scores")
+KINDS = ("anomalies", "rejects", "scores", "incidents", "batches")
 REGISTRY_KEY = "sensors/sensors.parquet"
-SCORE_COLUMNS = ["sensor_id", "event_time", "score", "threshold", "severity", "is_anomaly", "values",
-                 "model_version", "batch_id"]
+__all__ = ["S3Sink", "SCORE_COLUMNS", "score_records", "object_key", "KINDS"]  # score_records: moved to base
 
 
 def _schemas():
     import pyarrow as pa
     ts = pa.timestamp("us", tz="UTC")
+    f64, i64, txt = pa.float64(), pa.int64(), pa.string()
     return {
-        "anomalies": pa.schema([("sensor_id", pa.string()), ("event_time", ts), ("score", pa.float64()),
-                                ("threshold", pa.float64()), ("severity", pa.float64()), ("values", pa.string()),
-                                ("model_version", pa.string()), ("batch_id", pa.int64()), ("detected_at", ts)]),
-        "rejects": pa.schema([("batch_id", pa.int64()), ("seq", pa.string()), ("raw", pa.string()),
-                              ("reason", pa.string()), ("sensor_id", pa.string()), ("event_time", ts),
-                              ("received_at", ts)]),
-        "scores": pa.schema([("sensor_id", pa.string()), ("event_time", ts), ("score", pa.float64()),
-                             ("threshold", pa.float64()), ("severity", pa.float64()), ("is_anomaly", pa.bool_()),
-                             ("values", pa.string()), ("model_version", pa.string()), ("batch_id", pa.int64())]),
-        "sensors": pa.schema([("sensor_id", pa.string()), ("latitude", pa.float64()), ("longitude", pa.float64()),
-                              ("zone", pa.string()), ("type", pa.string())]),
+        "anomalies": pa.schema([("sensor_id", txt), ("event_time", ts), ("score", f64), ("threshold", f64),
+                                ("severity", f64), ("values", txt), ("expected", txt), ("explanation", txt),
+                                ("model_version", txt), ("batch_id", i64), ("detected_at", ts)]),
+        "rejects": pa.schema([("batch_id", i64), ("seq", txt), ("raw", txt), ("reason", txt), ("sensor_id", txt),
+                              ("event_time", ts), ("received_at", ts)]),
+        "scores": pa.schema([("sensor_id", txt), ("event_time", ts), ("score", f64), ("threshold", f64),
+                             ("severity", f64), ("is_anomaly", pa.bool_()), ("values", txt), ("expected", txt),
+                             ("model_version", txt), ("batch_id", i64)]),
+        "incidents": pa.schema([("incident_id", txt), ("kind", txt), ("status", txt), ("zone", txt),
+                                ("sensors", txt), ("first_sensor", txt), ("opened_at", ts), ("last_seen", ts),
+                                ("closed_at", ts), ("peak_severity", f64), ("readings", i64), ("explanation", txt),
+                                ("muted", pa.bool_()), ("model_version", txt), ("detected_at", ts),
+                                ("updated_at", ts), ("batch_id", i64)]),
+        "batches": pa.schema([("batch_id", i64), ("written_at", ts), ("events", i64), ("scored", i64),
+                              ("warmup", i64), ("rejects", i64), ("anomalies", i64), ("incidents_open", i64),
+                              ("incidents_opened", i64), ("incidents_closed", i64), ("max_event_time", ts),
+                              ("model_version", txt), ("duration_s", f64)]),
+        "sensors": pa.schema([("sensor_id", txt), ("latitude", f64), ("longitude", f64),
+                              ("zone", txt), ("type", txt)]),
     }
 
 
@@ -60,9 +78,14 @@ def object_key(prefix: str, kind: str, day: str, batch_id: int) -> str:
     return join_key(prefix, kind, f"dt={day}", f"batch-{int(batch_id):012d}.parquet")
 
 
+def key_day(key: str) -> str | None:
+    """The ``dt=`` partition day of a key (None when it has none)."""
+    return next((p[3:] for p in key.split("/") if p.startswith("dt=")), None)
+
+
 def partition_days(times: pd.Series) -> pd.Series:
     """UTC date (YYYY-MM-DD text) of each timestamp (event_time of anomalies and scores,
-    received_at of rejects: never null)."""
+    received_at of rejects, opened_at of incidents, written_at of batches: never null)."""
     return pd.to_datetime(times, utc=True).dt.strftime("%Y-%m-%d")
 
 
@@ -78,6 +101,8 @@ def to_parquet_bytes(frame: pd.DataFrame, kind: str) -> bytes:
         elif pa.types.is_string(f.type):
             s = s.astype(object).where(s.notna(), None)
             s = s.map(lambda v: v if v is None else str(v))
+        elif pa.types.is_boolean(f.type):
+            s = s.astype(object).where(s.notna(), None).map(lambda v: v if v is None else bool(v))
         cols[f.name] = pa.array(s, type=f.type, from_pandas=True)
     table = pa.Table.from_pydict(cols, schema=schema)
     buf = io.BytesIO()
@@ -90,35 +115,26 @@ def read_parquet_bytes(data: bytes) -> pd.DataFrame:
     return pq.read_table(io.BytesIO(data)).to_pandas()
 
 
-def score_records(df: pd.DataFrame, model_version: str, batch_id: int, features: list[str]) -> pd.DataFrame:
-    """Every scored reading of a micro-batch (rows with a window: status 'window') -> the score
-    record: sensor_id, event_time, score, threshold, severity, is_anomaly, values (JSON),
-    model_version, batch_id. Same shapes as ``stream.anomaly_records``."""
-    if df.empty:
-        return pd.DataFrame(columns=SCORE_COLUMNS)
-    out = pd.DataFrame({"sensor_id": df["sensor_id"].astype(str),
-                        "event_time": pd.to_datetime(df["event_time"], utc=True),
-                        "score": df["score"].astype(float), "threshold": df["threshold"].astype(float)})
-    out["severity"] = out["score"] / out["threshold"]
-    out["is_anomaly"] = df["is_anomaly"].fillna(False).astype(bool).to_numpy()
-    out["values"] = [json.dumps(dict(zip(features, map(float, v)))) for v in df["values"]]
-    out["model_version"] = model_version
-    out["batch_id"] = int(batch_id)
-    return out[SCORE_COLUMNS].reset_index(drop=True)
-
-
 class S3Sink:
     name = "s3"
 
-    def __init__(self, settings: S3Settings | None = None, client=None, max_attempts: int = 5):
+    def __init__(self, settings: S3Settings | None = None, client=None, max_attempts: int = 5,
+                 write_scores: bool = True, scores_retention_days: int = 0, retention_every: int | None = None):
         self.settings = settings or S3Settings()
         self.bucket = self.settings.bucket
         self.prefix = self.settings.prefix.strip("/")
         self.region = self.settings.region or "us-east-1"
         self.endpoint = resolve_endpoint(self.settings.endpoint_url)
-        self.wants_scores = bool(self.settings.write_scores)
+        self.wants_scores = bool(write_scores)
+        self.retention = Retention(scores_retention_days, *([retention_every] if retention_every else []))
+        self.newest_score: pd.Timestamp | None = None  # newest event time this sink wrote to scores/
         self._client = client
         self._max_attempts = max_attempts
+
+    @classmethod
+    def from_settings(cls, settings) -> "S3Sink":
+        return cls(settings.sinks.s3, write_scores=settings.sinks.write_scores,
+                   scores_retention_days=settings.sinks.scores_retention_days)
 
     @property
     def client(self):
@@ -167,21 +183,47 @@ class S3Sink:
             keys.append(key)
         return keys
 
-    def write(self, anomalies: pd.DataFrame, rejects: pd.DataFrame, batch_id: int) -> None:
+    def write(self, records: BatchRecords) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
+        b = records.batch_id
         try:
-            self._put_partitioned(rejects, "rejects", "received_at", batch_id)
-            self._put_partitioned(anomalies, "anomalies", "event_time", batch_id)
+            self._put_partitioned(records.rejects, "rejects", "received_at", b)
+            self._put_partitioned(conform(records.anomalies, ANOMALY_COLUMNS), "anomalies", "event_time", b)
+            if self.wants_scores and records.scores is not None and len(records.scores):
+                self._put_partitioned(conform(records.scores, SCORE_COLUMNS), "scores", "event_time", b)
+                newest = pd.to_datetime(records.scores["event_time"], utc=True).max()
+                self.newest_score = newest if self.newest_score is None else max(self.newest_score, newest)
+            self._put_partitioned(incident_rows(records.incidents), "incidents", "opened_at", b)
+            self._put_partitioned(pd.DataFrame([{c: records.batch.get(c) for c in BATCH_COLUMNS}]), "batches",
+                                  "written_at", b)
+            if self.wants_scores and self.retention.due(b):
+                self.prune_scores()
         except (BotoCoreError, ClientError) as exc:
-            raise self._fail(f"write of batch {batch_id}", exc) from exc
+            raise self._fail(f"write of batch {b}", exc) from exc
 
     def write_scores(self, scores: pd.DataFrame, batch_id: int) -> list[str]:
-        """Every scored reading of the batch (``score_records``), under ``scores/dt=.../``."""
+        """Every scored reading of the batch (``score_records``), under ``scores/dt=.../``
+        (``write`` does this when ``sinks.write_scores`` is on)."""
         from botocore.exceptions import BotoCoreError, ClientError
         try:
-            return self._put_partitioned(scores, "scores", "event_time", batch_id)
+            return self._put_partitioned(conform(scores, SCORE_COLUMNS), "scores", "event_time", batch_id)
         except (BotoCoreError, ClientError) as exc:
             raise self._fail(f"write of scores for batch {batch_id}", exc) from exc
+
+    def prune_scores(self) -> list[str]:
+        """Delete the ``scores/dt=`` partitions wholly older than the retention (returns the keys deleted)."""
+        cutoff = self.retention.cutoff(self.newest_score)
+        if cutoff is None:
+            return []
+        first_kept = cutoff.strftime("%Y-%m-%d")  # a partition before this day holds only older rows
+        old = [k for k in self.keys("scores") if (key_day(k) or "9999") < first_kept]
+        for i in range(0, len(old), 1000):  # DeleteObjects takes up to 1000 keys
+            self.client.delete_objects(Bucket=self.bucket,
+                                       Delete={"Objects": [{"Key": k} for k in old[i:i + 1000]], "Quiet": True})
+        if old:
+            log.info("s3 sink: deleted %d score objects before %s (retention %d days)", len(old), first_kept,
+                     self.retention.days)
+        return old
 
     def load_sensors(self, sensors: pd.DataFrame) -> int:
         """Upsert the registry into ``{prefix}/sensors/sensors.parquet`` (new rows win by sensor_id)."""
@@ -210,7 +252,7 @@ class S3Sink:
         from concurrent.futures import ThreadPoolExecutor
         wanted = []
         for key in self.keys(kind):
-            day = next((p[3:] for p in key.split("/") if p.startswith("dt=")), None)
+            day = key_day(key)
             if day is None or (since_day and day < since_day) or (until_day and day > until_day):
                 continue
             wanted.append(key)
