@@ -27,6 +27,11 @@ log = logging.getLogger("sentinel.train")
 
 MIN_TRAIN_WINDOWS = 64
 MIN_VALIDATION_WINDOWS = 32
+# Validation score quantiles kept in the manifest for drift checks (lifecycle.drift): the
+# deciles are equal-frequency bins for a PSI, the upper ones the tail for quantile ratios.
+QUANTILE_PROBS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)
+NEAR_SEVERITY = 0.8  # a reading is "near the threshold" from this severity (score / threshold) to below 1
+MIN_SENSOR_QUANTILE_WINDOWS = 200  # fewer validation windows: the sensor's quantiles are not stored
 
 
 class TrainingDataError(ValueError):
@@ -142,6 +147,31 @@ def calibrate_bundle(bundle: Bundle, val_errors: np.ndarray, val_sensors: np.nda
     return {"scores": scores, "sensors": val_sensors[cal]}
 
 
+def score_quantiles(scores: np.ndarray, sensors: np.ndarray, thresholds: np.ndarray) -> dict:
+    """Validation score distribution for drift checks (``manifest["validation"]["score_quantiles"]``).
+
+    Returns ``{"probs": QUANTILE_PROBS, "near_severity": NEAR_SEVERITY, "global": {"n", "q",
+    "near_rate"}, "per_sensor": {sensor: {"n", "q", "near_rate"}}}``: ``q`` the scores at
+    ``probs``, ``near_rate`` the share of windows with severity in [NEAR_SEVERITY, 1) (a score the
+    recent rule capped sits at exactly 1: a fading alarm, not a reading near it). Sensors
+    with fewer than ``MIN_SENSOR_QUANTILE_WINDOWS`` validation windows have no entry (drift then
+    compares them with the global figures).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    sev = scores / np.where(np.asarray(thresholds) > 0, thresholds, np.nan)
+    ids = np.asarray(sensors).astype(str)
+
+    def summary(mask: np.ndarray) -> dict:
+        s, v = scores[mask], sev[mask]
+        return {"n": int(mask.sum()), "q": [float(x) for x in np.quantile(s, QUANTILE_PROBS)],
+                "near_rate": float(((v >= NEAR_SEVERITY) & (v < 1.0)).mean())}
+
+    per = {str(sid): summary(ids == sid) for sid in np.unique(ids)
+           if (ids == sid).sum() >= MIN_SENSOR_QUANTILE_WINDOWS}
+    return {"probs": list(QUANTILE_PROBS), "near_severity": NEAR_SEVERITY,
+            "global": summary(np.ones(scores.size, dtype=bool)), "per_sensor": per}
+
+
 def fit_bundle(frame: pd.DataFrame, settings: Settings, out_dir: str | Path | None = None,
                label_col: str | None = None, cleaning: dict | None = None) -> tuple[Path, dict]:
     """Train and write a bundle; return its path and the training report (also saved)."""
@@ -222,6 +252,7 @@ def fit_bundle(frame: pd.DataFrame, settings: Settings, out_dir: str | Path | No
         "score_max": float(val_scores.max()), "threshold": threshold.value,
         "false_alarm_rate": float((val_scores > threshold.for_sensors(cal["sensors"])).mean()),
         "best_val_loss": float(min(hist.history["val_loss"])), "epochs_run": len(hist.history["loss"]),
+        "score_quantiles": score_quantiles(val_scores, cal["sensors"], threshold.for_sensors(cal["sensors"])),
     }
     if label_col:
         lab_idx = np.nonzero(ws.labelled & (start_ns >= cut_ns))[0]

@@ -55,7 +55,8 @@ def _demand(hours: np.ndarray, weekend: np.ndarray) -> np.ndarray:
 
 def simulate(n_sensors: int = 20, days: float = 14, interval_s: int = 300, seed: int = 7,
              start: str = "2026-01-05T00:00:00Z", anomalies_per_sensor_week: float = 2.0,
-             types: tuple[str, ...] = ANOMALY_TYPES, warmup_s: int = 6 * 3600) -> Network:
+             types: tuple[str, ...] = ANOMALY_TYPES, warmup_s: int = 6 * 3600,
+             demand_shift: float = 0.0, shift_at: str | None = None) -> Network:
     """Simulate a network of pressure sensors.
 
     Args:
@@ -69,6 +70,9 @@ def simulate(n_sensors: int = 20, days: float = 14, interval_s: int = 300, seed:
         types: anomaly kinds to draw from (cycled, so every kind appears).
         warmup_s: no anomaly starts within this time of the series start, so detectors
             that need history can see every episode.
+        demand_shift: relative change of demand from ``shift_at`` on (0.15 = +15 %: the
+            demand-driven head loss grows by that share, as when a district grows); 0 = none.
+        shift_at: when the shift starts (UTC); if not given, the shift applies throughout.
     """
     unknown = set(types) - set(ANOMALY_TYPES)
     if unknown:
@@ -81,6 +85,10 @@ def simulate(n_sensors: int = 20, days: float = 14, interval_s: int = 300, seed:
     hours = np.asarray(times.hour + times.minute / 60.0 + times.second / 3600.0)
     weekend = np.asarray(times.dayofweek >= 5)
     demand = _demand(hours, weekend)
+    if demand_shift:  # a lasting change of the network's demand, not an anomaly: unlabelled
+        at = pd.Timestamp(shift_at) if shift_at else t0
+        at = at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")
+        demand = demand * np.where(np.asarray(times >= at), 1.0 + demand_shift, 1.0)
     # The network (each sensor's level, swing and noise) depends on the seed only; noise and
     # anomalies also on the start time, so a live feed continues the same network as history.
     rng = np.random.default_rng([seed, int(t0.value // 10**9)])
