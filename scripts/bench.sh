@@ -2,6 +2,7 @@
 # make bench / make bench-quality: set up, start the services a benchmark needs, run it.
 #   scripts/bench.sh throughput [ARGS]   Kafka + PostgreSQL, then benchmarks/throughput.py
 #   scripts/bench.sh quality [ARGS]      benchmarks/quality.py (no services)
+#   scripts/bench.sh api [ARGS]          benchmarks/api.py: the web app's response times (SQLite)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -10,6 +11,7 @@ source scripts/env.sh
 what=${1:-throughput}; shift || true
 case "$what" in
   quality) exec .venv/bin/python benchmarks/quality.py "$@" ;;
+  api) exec .venv/bin/python benchmarks/api.py "$@" ;;            # SQLite; --postgres adds PostgreSQL when PG* is set
   throughput)
     started=()
     trap 'for s in "${started[@]}"; do bash scripts/services/$s.sh stop >/dev/null 2>&1 || true; done' EXIT
@@ -20,5 +22,5 @@ case "$what" in
     eval "$(bash scripts/services/postgres.sh env)"
     export SENTINEL_KAFKA_BOOTSTRAP=127.0.0.1:${KAFKA_PORT:-19092}
     .venv/bin/python benchmarks/throughput.py "$@" ;;
-  *) echo "usage: scripts/bench.sh throughput|quality [ARGS]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh throughput|quality|api [ARGS]" >&2; exit 2 ;;
 esac

@@ -5,7 +5,8 @@
 #   3. spark-submit jobs/deploy.py, fed a live 2-day synthetic stream with injected anomalies
 #      (and a few malformed lines) over a local TCP socket
 #   4. print anomalies found against anomalies injected, by episode
-# Env: DEMO_PORT (9999), DEMO_RATE (events/s, 1000), DEMO_RETRAIN=1 to retrain.
+# Env: DEMO_PORT (9999), DEMO_RATE (events/s, 1000), DEMO_RETRAIN=1 to retrain, DEMO_SERVE=1 to keep
+#      the operator page up at the end (http://127.0.0.1:8000/, Ctrl-C stops).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -51,3 +52,8 @@ trap - EXIT
 say "4/4 anomalies found vs injected (by episode)"
 sentinel compare --truth data/live_truth.csv --db data/demo.db --json data/demo_metrics.json
 echo "demo took $(( $(date +%s) - T0 )) s; query it: sqlite3 data/demo.db 'SELECT * FROM anomalies LIMIT 5'"
+# The operator page over the demo's store: printed always, kept up with DEMO_SERVE=1 (or make serve).
+echo "operator page: sentinel serve --store sqlite:///data/demo.db  ->  http://127.0.0.1:${SERVE_PORT:-8000}/ (make serve)"
+if [[ "${DEMO_SERVE:-0}" == 1 ]]; then
+  exec bash scripts/serve.sh
+fi

@@ -11,6 +11,12 @@ source scripts/env.sh
 if [[ "${1:-all}" == unit ]]; then
   exec .venv/bin/python -m pytest tests/unit -q
 fi
+# The browser test (tests/e2e/test_serve_browser.py) drives Debian's chromium with Playwright
+# (Playwright's own browser download cannot be used here).
+if [[ ! -x /usr/bin/chromium ]]; then
+  echo "[test] installing Debian's chromium for the browser test (apt-get)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 started=()
 cleanup() {
   for svc in "${started[@]}"; do bash scripts/services/$svc.sh stop >/dev/null 2>&1 || true; done
