@@ -46,29 +46,50 @@ def table_windows(frame: pd.DataFrame, settings: Settings, features: list[str], 
     return base, (res.windows, res.window_times, np.asarray(ids, dtype=object)[codes[has]], ok_rows[has])
 
 
-def score_table(bundle, frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+def score_table(bundle, frame: pd.DataFrame, settings: Settings, details: bool = False) -> pd.DataFrame:
     """One row per input row: sensor_id, timestamp, features, score, threshold, is_anomaly.
 
     Windows come from ``table_windows`` (``windows.assemble``), scores and flags from
     ``scoring.score_windows`` and ``scoring.flag``, exactly as in the streaming UDF; rows without a full window get no score and is_anomaly 0. With
     ``threshold.persistence_n`` > 1, is_anomaly is the alarm of ``scoring.persist_groups``: at
     least m of the sensor's last n scored windows (event-time order) flagged.
+
+    ``details=True`` scores with ``scoring.score_details`` instead (the same scores, one model
+    call) and adds its explanation columns (``explain.detail_columns``: ``expected_<feature>``,
+    ``share_<feature>``, ``recent_share``, ``error_steps``, ``top_feature``, ``deviation``,
+    ``jump``, ``jump_ratio``, ``roughness``, ``flat_steps``), empty where a row has no window.
+    Off by default: the output is then unchanged.
     """
     from sentinel.detect import scoring
+    from sentinel.detect.explain import detail_columns
     out, (w, wt, sids, rows) = table_windows(frame, settings, bundle.features, bundle.length,
                                              int(bundle.manifest["window"]["max_gap_s"]))
     n = len(frame)
     score = np.full(n, np.nan)
     threshold = np.full(n, np.nan)
     flags = np.zeros(n, dtype=np.int8)
+    extra = None
     if len(rows):
-        sc = scoring.score_windows(bundle, w, wt, sids)
+        if details:
+            d = scoring.score_details(bundle, w, wt, sids)
+            sc, extra = d.scores, d.explain.frame(bundle.features)
+        else:
+            sc = scoring.score_windows(bundle, w, wt, sids)
         th, fl = scoring.flag(bundle, sc, sids)
         p = settings.threshold
         if p.persistence_n > 1:
             fl, _ = scoring.persist_groups(fl, sids, p.persistence_m, p.persistence_n)
         score[rows], threshold[rows], flags[rows] = sc, th, fl
     out["score"], out["threshold"], out["is_anomaly"] = score, threshold, flags
+    if details:
+        for col in detail_columns(bundle.features):
+            if col == "top_feature":
+                values = np.full(n, None, dtype=object)
+            else:
+                values = np.full(n, np.nan)
+            if extra is not None:
+                values[rows] = extra[col].to_numpy()
+            out[col] = values
     return out
 
 

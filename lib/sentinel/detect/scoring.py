@@ -6,7 +6,8 @@ window reduced by the bundle's ``score.reduce`` (mean, last, max, or the Mahalan
 the error vector, see :mod:`sentinel.error_model`), capped at the threshold where the window's
 error has left its newest steps (:func:`scores_from_errors`, the recent rule); a reading's
 window is flagged when its score exceeds its sensor's threshold. Optional alarm persistence (:func:`persist`) turns a sensor's
-flags into alarms when at least m of its last n windows were flagged.
+flags into alarms when at least m of its last n windows were flagged. :func:`score_details`
+returns the same scores with their explanation (expected values, error shares, window shape).
 
 Used unchanged by training (calibration), ``sentinel score``/``evaluate`` and the streaming
 pandas UDF. Pure numpy + the Keras model; no pyspark.
@@ -14,11 +15,13 @@ pandas UDF. Pure numpy + the Keras model; no pyspark.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from sentinel.detect.error_model import ErrorModel
+from sentinel.detect.explain import WindowDetails, to_units, window_details
 from sentinel.detect.model import Bundle
 from sentinel.detect.windows import calendar_features
 
@@ -186,6 +189,38 @@ def score_windows(bundle: Bundle, windows: np.ndarray, window_times: np.ndarray,
                   sensor_ids: np.ndarray) -> np.ndarray:
     """(m, W, F) raw windows of the given sensors -> (m,) anomaly scores."""
     return scores_from_errors(bundle, step_errors(bundle, windows, window_times, sensor_ids), sensor_ids)
+
+
+@dataclass
+class Details:
+    """:func:`score_details`' result: the scores and why (``explain.WindowDetails``)."""
+
+    scores: np.ndarray               # (m,) exactly score_windows' scores
+    explain: WindowDetails           # expected values, error shares, shape statistics
+
+    def frame(self, features: list[str]) -> pd.DataFrame:
+        """``score`` plus the explanation columns (``explain.detail_columns``), one row per window."""
+        out = self.explain.frame(features)
+        out.insert(0, "score", self.scores)
+        return out
+
+
+def score_details(bundle: Bundle, windows: np.ndarray, window_times: np.ndarray,
+                  sensor_ids: np.ndarray) -> Details:
+    """(m, W, F) raw windows -> scores and their explanation, in one model call.
+
+    The scores equal :func:`score_windows`' (same inputs, reconstruction and reduction); the
+    reconstruction the score came from also gives the expected values in the sensor's units
+    (unscaled with the bundle's scaler) and the per-feature errors (``explain.window_details``).
+    """
+    inputs = model_inputs(bundle, windows, window_times, sensor_ids)
+    recon = reconstruct(bundle.model, inputs)
+    sq = (recon - inputs[0]) ** 2                          # (m, W, F) scaled squared errors
+    scores = scores_from_errors(bundle, sq.mean(axis=-1), sensor_ids)
+    mean, std = bundle.scaler.params(sensor_ids)
+    expected = to_units(recon, mean, std)
+    details = window_details(windows, expected, sq, std, recent_rule(bundle)[0])
+    return Details(scores, details)
 
 
 def flag(bundle: Bundle, scores: np.ndarray, sensor_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
