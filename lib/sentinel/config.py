@@ -114,6 +114,8 @@ class StreamSettings:
     state_buckets: int = 16
     max_batches: int = 0
     idle_timeout_s: float = 0.0
+    model_check_s: float = 5.0
+    driver_state_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ class SparkSettings:
     state_store: str = "rocksdb"
     python_threads: int = 1
     log_level: str = "WARN"
-    driver_memory: str = "512m"
+    driver_memory: str = "768m"
     executor_memory: str = ""
     rocksdb_max_memory_mb: int = 64
     malloc_arena_max: int = 2

@@ -12,8 +12,9 @@ Three deploy runs over one Kafka topic, one after the other:
 3. ``sentinel deploy`` resuming from (2)'s checkpoint until idle (both entry points share
    checkpoints).
 
-(2)+(3) must hold exactly the reference's anomalies and rejects, every event accounted for
-once, and the alert topic exactly the stored anomalies, each once.
+(2)+(3) must hold exactly the reference's anomalies, rejects and incidents, every event
+accounted for once, and the alert topic exactly the stored anomalies and each incident event,
+each once.
 """
 from __future__ import annotations
 
@@ -89,6 +90,13 @@ def _store(db: Path):
                           "model_version FROM anomalies)) FROM anomalies").fetchone()[0]
         r = con.execute("SELECT raw, reason FROM rejects").fetchall()
     return a, dup, r
+
+
+def _incidents(db: Path) -> set:
+    """The stream-owned, deterministic fields of every incident (wall-clock fields left out)."""
+    with sqlite3.connect(db) as con:
+        return set(con.execute("SELECT incident_id, kind, status, zone, sensors, first_sensor, opened_at, last_seen, "
+                               "closed_at, peak_severity, readings, explanation FROM incidents").fetchall())
 
 
 def _max_batch(db: Path) -> int:
@@ -208,8 +216,12 @@ def test_sigkill_and_restart_neither_loses_nor_duplicates(spark, tmp_path, tiny_
     anoms, dup, rejects = _store(run_dir / "store.db")
     run_batches = _batches(log1) | _batches(log2)     # per batch id: a replayed batch counts once
     sums = [sum(v[i] for v in run_batches.values()) for i in range(5)]
+    messages = [json.loads(m.value()) for m in consume_all(bootstrap, alerts)]
     alert_keys = [(r["sensor_id"], pd.Timestamp(r["event_time"]), r["model_version"])
-                  for r in (json.loads(m.value()) for m in consume_all(bootstrap, alerts))]
+                  for r in messages if r["type"] == "anomaly"]
+    incident_msgs = [(r["incident"]["incident_id"], r["event"], r["batch_id"]) for r in messages
+                     if r["type"] == "incident"]
+    ref_incidents, incidents = _incidents(ref_dir / "store.db"), _incidents(run_dir / "store.db")
     store_keys = {(s, pd.Timestamp(t, tz="UTC"), v) for s, t, v in anoms}
     replay_skipped = "already published" in log2
     print(f"\n[kafka restart] events sent={sent}; reference: batches={len(ref_batches)} totals={ref_totals} "
@@ -220,7 +232,8 @@ def test_sigkill_and_restart_neither_loses_nor_duplicates(spark, tmp_path, tiny_
           f"[kafka restart] anomalies expected={len(ref_anoms)} found={len(anoms)} duplicated={dup} "
           f"missing={len(set(ref_anoms) - set(anoms))} extra={len(set(anoms) - set(ref_anoms))}; "
           f"events accounted={sums[0]} (scored={sums[1]} warmup={sums[2]} rejects={sums[3]}); "
-          f"alert messages={len(alert_keys)} distinct={len(set(alert_keys))}; total {elapsed:.0f}s")
+          f"alert messages={len(alert_keys)} distinct={len(set(alert_keys))}; incidents expected="
+          f"{len(ref_incidents)} found={len(incidents)}, incident messages={len(incident_msgs)}; total {elapsed:.0f}s")
 
     assert 2 <= killed_commits < len(ref_batches), "the kill must land mid-stream"
     assert ref_totals["events"] == sent and ref_dup == 0
@@ -235,3 +248,8 @@ def test_sigkill_and_restart_neither_loses_nor_duplicates(spark, tmp_path, tiny_
     assert run_batches == ref_batches
     # alert topic (read_committed): exactly the stored anomalies, each once
     assert len(alert_keys) == len(set(alert_keys)) and set(alert_keys) == store_keys
+    # incidents: exactly the uninterrupted run's (the driver's tracker state is checkpointed per
+    # batch), and on the alert topic each incident opened once, each event once
+    assert incidents == ref_incidents and len(incidents) > 0
+    assert len(incident_msgs) == len(set(incident_msgs))
+    assert sorted(i for i, e, _ in incident_msgs if e == "open") == sorted(r[0] for r in incidents)

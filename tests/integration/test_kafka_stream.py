@@ -94,10 +94,11 @@ def kafka_run(spark, tmp_path_factory, tiny_bundle):
     with sqlite3.connect(tmp / "store.db") as con:
         anomalies = pd.read_sql_query("SELECT * FROM anomalies", con)
         rejects = pd.read_sql_query("SELECT * FROM rejects", con)
+        incidents = pd.read_sql_query("SELECT * FROM incidents", con)
     print(f"\n[kafka stream] sent={sent} totals={totals} anomalies={len(anomalies)} rejects={len(rejects)} "
           f"query={elapsed:.1f}s")
     return {"bootstrap": bootstrap, "topic": topic, "alerts": alerts, "live": live, "sent": sent,
-            "totals": totals, "anomalies": anomalies, "rejects": rejects, "bundle": bundle}
+            "totals": totals, "anomalies": anomalies, "rejects": rejects, "incidents": incidents, "bundle": bundle}
 
 
 def test_every_message_consumed_and_scored(kafka_run):
@@ -167,22 +168,35 @@ def test_stream_flags_equal_batch_scoring(kafka_run, tiny_settings):
     assert not ((got ^ want) - borderline), sorted((got ^ want) - borderline)[:10]
 
 
-def test_alert_topic_holds_exactly_the_stored_anomalies(kafka_run):
+def test_alert_topic_holds_exactly_the_stored_anomalies_and_incident_events(kafka_run):
     from sentinel.ingest.kafka import consume_all
     msgs = consume_all(kafka_run["bootstrap"], kafka_run["alerts"])
-    recs = [json.loads(m.value()) for m in msgs]
-    assert all(m.key().decode() == r["sensor_id"] for m, r in zip(msgs, recs))
-    keys = [(r["sensor_id"], pd.Timestamp(r["event_time"]), r["model_version"]) for r in recs]
+    recs = [(m.key().decode(), json.loads(m.value())) for m in msgs]
+    assert {r["type"] for _, r in recs} == {"anomaly", "incident"}
+    anomalies = [(k, r) for k, r in recs if r["type"] == "anomaly"]
+    assert all(k == r["sensor_id"] for k, r in anomalies)
+    keys = [(r["sensor_id"], pd.Timestamp(r["event_time"]), r["model_version"]) for _, r in anomalies]
     a = kafka_run["anomalies"]
     stored = set(zip(a["sensor_id"], pd.to_datetime(a["event_time"], utc=True), a["model_version"]))
     print(f"\nalert messages: {len(keys)}, distinct: {len(set(keys))}, stored anomalies: {len(stored)}")
     assert len(keys) == len(set(keys))  # no duplicates
     assert set(keys) == stored
-    r = recs[0]
+    r = anomalies[0][1]
     assert set(r) == {"type", "sensor_id", "event_time", "score", "threshold", "severity", "values", "expected",
                       "explanation", "model_version", "batch_id", "detected_at"}
-    assert {x["type"] for x in recs} == {"anomaly"}  # no incident events until the stream tracks incidents
     assert r["values"].keys() == {"pressure"} and r["severity"] == pytest.approx(r["score"] / r["threshold"])
+    assert r["explanation"] and set(json.loads(a["expected"].dropna().iloc[0])) == {"pressure"}
+    # Incident events: keyed by incident id, one "open" per stored incident, each event once.
+    events = [(k, r) for k, r in recs if r["type"] == "incident"]
+    assert all(k == r["incident"]["incident_id"] for k, r in events)
+    inc = kafka_run["incidents"]
+    assert len(inc) >= 1
+    opens = [k for k, r in events if r["event"] == "open"]
+    assert sorted(opens) == sorted(inc["incident_id"]), "one open message per stored incident"
+    per_batch = [(k, r["event"], r["batch_id"]) for k, r in events]
+    assert len(per_batch) == len(set(per_batch))
+    closed = {k for k, r in events if r["event"] == "close"}
+    assert closed == set(inc.loc[inc["closed_at"].notna(), "incident_id"])
 
 
 def test_read_source_pattern_and_passthrough_options(spark, tmp_path):

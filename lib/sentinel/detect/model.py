@@ -128,6 +128,27 @@ class Bundle:
         return bool(self.manifest["window"].get("calendar", False))
 
 
+@dataclass
+class BundleInfo:
+    """A bundle's location and manifest, without its model: what the stream's driver needs
+    (the scoring workers load the model itself)."""
+
+    path: str
+    manifest: dict
+
+    @property
+    def version(self) -> str:
+        return self.manifest["version"]
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.manifest["features"])
+
+    @property
+    def length(self) -> int:
+        return int(self.manifest["window"]["length"])
+
+
 def new_version() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
 

@@ -70,7 +70,8 @@ def build_stream(spark, settings: Settings, bundle_path: str, manifest: dict, so
         WindowProcessor(length, max_gap_ns, n_features, buckets), STAGED_SCHEMA, "Append", "None")
     score = make_score_udf(bundle_path, settings.spark.python_threads, length, n_features, keep_scores)
     return staged.withColumn("s", score("windows")).select(
-        "bucket", "n_events", "n_warmup", "rejects", "s.n_scored", "s.anomalies", "s.scores")
+        "bucket", "n_events", "n_warmup", "rejects", "s.n_scored", "s.anomalies", "s.scores", "s.max_time",
+        "s.model_error")
 
 
 
@@ -92,16 +93,33 @@ def consumed_offsets(progress: dict) -> int | None:
     return total
 
 
-def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: str | None = None) -> dict:
+def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: str | None = None,
+        model_ref: str | None = None, registry=None) -> dict:
     """Start the query and block until it ends: ``max_batches`` reached, idle for
     ``idle_timeout_s``, SIGINT/SIGTERM, or an error (re-raised).
 
-    ``bundle_ref`` is what executors load (an ``s3://`` URL or a shared absolute path); if not
-    given, the driver's bundle path is used.
+    Args:
+        bundle: the bundle the job starts with (loaded on the driver for its manifest).
+        bundle_ref: what executors load for it (an ``s3://`` URL or a shared absolute path); if
+            not given, the driver's bundle path.
+        model_ref: what the job serves: a registry folder whose ``promoted`` pointer it follows
+            between micro-batches (hot swap, ``model_switch``), or a fixed bundle. If not given,
+            the starting bundle, fixed.
+        registry: the sensor registry (sensor_id, zone, latitude, longitude) the incidents
+            group by; if not given, read from ``sinks.sensors_file`` when set.
     """
+    from sentinel.stream.driver_state import DriverState
+    from sentinel.stream.model_switch import ModelSelector
     st = settings.stream
-    writer = BatchWriter(sinks, bundle.version, bundle.features)
-    df = build_stream(spark, settings, bundle_ref or bundle.path, bundle.manifest, source_df, writer.keep_scores)
+    start_ref = bundle_ref or bundle.path
+    state = DriverState.for_checkpoint(st.checkpoint, st.driver_state_dir)
+    selector = ModelSelector(model_ref or start_ref, start_ref, bundle.manifest, state, st.model_check_s)
+    if registry is None and settings.sinks.sensors_file:
+        from sentinel.store.registry import read_registry
+        registry = read_registry(settings.sinks.sensors_file)
+    writer = BatchWriter(sinks, bundle.manifest, bundle.features, settings, selector, state, registry,
+                         mutes_source(settings))
+    df = build_stream(spark, settings, start_ref, bundle.manifest, source_df, writer.keep_scores)
     LAST_PROGRESS.clear()
     BATCHES_WRITTEN.clear()
     query = (df.writeStream.foreachBatch(writer)
@@ -109,8 +127,9 @@ def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: st
              .trigger(processingTime=f"{st.trigger_s} seconds")
              .queryName("sentinel_deploy")
              .start())
-    log.info("deploy query started: source=%s model=%s sinks=%s checkpoint=%s", settings.source.type,
-             bundle.version, ",".join(s.name for s in sinks), st.checkpoint)
+    log.info("deploy query started: source=%s model=%s (%s) sinks=%s checkpoint=%s", settings.source.type,
+             selector.current.version, "following " + str(model_ref) if selector.follows else "fixed",
+             ",".join(s.name for s in sinks), st.checkpoint)
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -165,3 +184,33 @@ def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: st
         raise RuntimeError(f"streaming query failed: {query.exception()}")
     log.info("deploy finished: %s", writer.totals)
     return writer.totals
+
+
+def mutes_source(settings: Settings, every_s: float = 10.0):
+    """A callable giving the maintenance windows (``mutes``) of the job's first store, read at
+    most every ``every_s`` seconds (operators add them while the job runs), or None when the
+    store cannot hold them. A read failure keeps the last answer (logged once)."""
+    from sentinel.store.client import open_store
+    try:
+        client = open_store(None, settings)
+    except Exception as exc:  # no store yet (its first batch creates it): try again later
+        log.debug("mutes: store not readable yet (%s)", exc)
+        client = None
+    cache = {"at": 0.0, "value": None, "warned": False}
+
+    def read():
+        nonlocal client
+        if time.monotonic() - cache["at"] < every_s:
+            return cache["value"]
+        cache["at"] = time.monotonic()
+        try:
+            if client is None:
+                client = open_store(None, settings)
+            cache["value"] = client.mutes()
+        except Exception as exc:
+            if not cache["warned"]:
+                log.warning("cannot read maintenance windows from the store (%s): using the last ones read", exc)
+                cache["warned"] = True
+        return cache["value"]
+
+    return read

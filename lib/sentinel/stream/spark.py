@@ -45,11 +45,25 @@ def session(settings: Settings, app_suffix: str = "", kafka: bool = False):
          .config("spark.executorEnv.TF_NUM_INTRAOP_THREADS", threads)
          .config("spark.executorEnv.TF_NUM_INTEROP_THREADS", threads)
          .config("spark.executorEnv.TF_CPP_MIN_LOG_LEVEL", "2"))
+    if sp.malloc_arena_max:
+        # glibc gives every thread that allocates its own arena (up to 8 per core) and keeps
+        # what is freed there: the JVM's many threads (RocksDB, Netty, tasks) and TensorFlow's
+        # held hundreds of MiB they no longer used. Executors' Python workers get it here; the
+        # JVM inherits it from this process when the job starts its own (below).
+        b = b.config("spark.executorEnv.MALLOC_ARENA_MAX", str(sp.malloc_arena_max))
     if sp.preload_tensorflow:  # workers fork with TensorFlow already imported (worker_daemon.py)
         b = b.config("spark.python.daemon.module", "sentinel.stream.worker_daemon")
+    if sp.executor_memory:
+        b = b.config("spark.executor.memory", sp.executor_memory)
     if sp.state_store == "rocksdb":
         b = b.config("spark.sql.streaming.stateStore.providerClass",
                      "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+        if sp.rocksdb_max_memory_mb:
+            # One block cache and write-buffer budget for every RocksDB instance of the executor
+            # (each state partition and version opens one), instead of a cache and up to two
+            # 64 MiB memtables each; the state itself is small (W-1 readings per sensor).
+            b = b.config("spark.sql.streaming.stateStore.rocksdb.boundedMemoryUsage", "true")
+            b = b.config("spark.sql.streaming.stateStore.rocksdb.maxMemoryUsageMB", str(sp.rocksdb_max_memory_mb))
         # Commit writes only the changed entries (a changelog) instead of a RocksDB snapshot
         # per batch; snapshots follow in the background. Halved the state commit and took
         # about 0.5 s off p95 latency in benchmarks/throughput.py. Existing checkpoints keep
@@ -57,6 +71,10 @@ def session(settings: Settings, app_suffix: str = "", kafka: bool = False):
         b = b.config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
     if not under_spark_submit():
         b = b.master(sp.master)
+        if sp.malloc_arena_max:  # read by glibc at process start: the JVM launched below
+            os.environ.setdefault("MALLOC_ARENA_MAX", str(sp.malloc_arena_max))
+        if sp.driver_memory:  # the JVM starts here, so its heap can still be chosen
+            b = b.config("spark.driver.memory", sp.driver_memory)
         if kafka:
             b = b.config("spark.jars.packages", kafka_package())
     for key, value in sp.conf.items():

@@ -1,10 +1,15 @@
-"""PySpark's Python worker daemon, with TensorFlow imported before it forks workers.
+"""PySpark's Python worker daemon, with TensorFlow imported before it forks scoring workers.
 
-Spark starts one daemon per executor, which forks a Python worker per task slot. Importing
-TensorFlow takes 7 s on an idle core here, and each new worker paid it again inside its
-first scoring batch (a minute on a loaded 2-core machine: the first micro-batch's alarms came
-that late). Forked from this daemon, a worker starts with TensorFlow and Keras already
-imported (copy-on-write) and loads a bundle in about a second.
+Spark starts one daemon per executor and worker environment, which forks a Python worker per
+task slot. The scoring UDF's workers have an environment of their own
+(``SENTINEL_WORKER_ROLE=score``, set by ``scoring_udf.bind_worker_role``), hence a daemon of
+their own: that daemon imports TensorFlow and Keras before forking, so each scoring worker
+starts with them imported (copy-on-write) and loads a bundle in about a second. Importing
+TensorFlow takes 7 s on an idle core here, and each new worker paid it inside its first
+scoring batch (a minute on a loaded 2-core machine: the first micro-batch's alarms came that
+late). The other daemons (parsing, window state) import only pandas and pyarrow: their
+workers never run the model and stay at ~90 MiB (PSS) each, against ~310 MiB on average when
+every worker forked with TensorFlow (docs/sizing.md, "Memory").
 
 PySpark's daemon runs a full ``gc.collect()`` in a worker after every task. With TensorFlow
 imported that walks about 400,000 objects: 0.4 s of CPU per task per worker, which was most of
@@ -19,15 +24,19 @@ Python (the project's venv or the Docker image).
 """
 import os
 
+ROLE_ENV = "SENTINEL_WORKER_ROLE"   # = scoring_udf.ROLE_ENV (not imported: that pulls in pyspark.sql)
+SCORING_ROLE = "score"
+
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import gc
-    try:
-        import keras  # noqa: F401  (imports TensorFlow)
-    except Exception as exc:  # scoring will report it; the daemon must still serve workers
-        import logging
-        logging.getLogger("sentinel.stream.worker_daemon").warning("TensorFlow preload failed: %s", exc)
+    if os.environ.get(ROLE_ENV) == SCORING_ROLE:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        try:
+            import keras  # noqa: F401  (imports TensorFlow)
+        except Exception as exc:  # scoring will report it; the daemon must still serve workers
+            import logging
+            logging.getLogger("sentinel.stream.worker_daemon").warning("TensorFlow preload failed: %s", exc)
     import pyarrow  # noqa: F401
     import pandas  # noqa: F401
     from pyspark import daemon, worker  # noqa: F401

@@ -183,7 +183,9 @@ def score_records(df: pd.DataFrame, model_version: str, batch_id: int, features:
     out["values"] = [json.dumps(dict(zip(features, map(float, v)))) for v in df["values"]]
     out["expected"] = ([None if v is None else json.dumps(dict(zip(features, map(float, v)))) for v in df["expected"]]
                        if "expected" in df else None)
-    out["model_version"] = model_version
+    # the version that scored each row (a hot swap can change it within a job), else the given one
+    out["model_version"] = (df["model_version"].fillna(model_version).astype(str).to_numpy()
+                            if "model_version" in df else model_version)
     out["batch_id"] = int(batch_id)
     return out[SCORE_COLUMNS].reset_index(drop=True)
 
