@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sentinel.cli import common, compare, deploy, produce, query, score, simulate, train
+from sentinel.cli import (common, compare, deploy, incidents, models, produce, query, retrain, score, serve, simulate,
+                          train)
 from sentinel.config import ConfigError
 
 COMMANDS = {
@@ -14,6 +15,8 @@ COMMANDS = {
               "print anomalies from a store (sqlite:///, postgresql://, s3://) with filters, as table/csv/json"),
     "report": (query.add_report_args, query.run_report,
                "draw per-sensor anomaly plots and a summary page (summary.md + summary.png) from a store"),
+    "incidents": (incidents.add_incidents_args, incidents.run_incidents,
+                  "list, show, acknowledge, close and label incidents; set and list maintenance windows (mutes)"),
     "simulate": (simulate.add_simulate_args, simulate.run_simulate,
                  "write labelled synthetic pressure history, or stream a live feed to a socket or Kafka"),
     "train": (train.add_train_args, train.run_train,
@@ -26,6 +29,12 @@ COMMANDS = {
                 "compare the anomalies in a SQLite store with the ground truth of a simulated feed"),
     "produce": (produce.add_produce_args, produce.run_produce,
                 "send a file of JSON events (one per line) to a Kafka topic, keyed by sensor id"),
+    "retrain": (retrain.add_retrain_args, retrain.run_retrain,
+                "train a challenger on recent history (labels and mutes applied), compare it with the served "
+                "model, add it to the registry, promote it per policy"),
+    "models": (models.add_models_args, models.run_models,
+               "the model registry: list | show VERSION | promote VERSION | rollback | drift"),
+    "serve": (serve.add_serve_args, serve.run_serve, "the operator web app: HTTP API and live page over a store"),
 }
 
 
@@ -57,7 +66,11 @@ def main(argv: list[str] | None = None, commands: dict = COMMANDS, prog: str = "
         from sentinel.detect.training import TrainingDataError
         from sentinel.ingest.feed import FeedError
         from sentinel.ingest.history import HistoryError
-        if isinstance(exc, (HistoryError, BundleError, TrainingDataError, FeedError)):
+        from sentinel.ingest.network import NetworkSimError
+        from sentinel.lifecycle.registry import LifecycleError
+        from sentinel.store.errors import StoreError
+        if isinstance(exc, (HistoryError, BundleError, TrainingDataError, FeedError, LifecycleError, StoreError,
+                            NetworkSimError)):
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise

@@ -9,8 +9,9 @@ import pandas as pd
 
 from sentinel.config import ConfigError, Settings
 from sentinel.ingest.history import read_readings
+from sentinel.store.client import IncidentFilters
 from sentinel.store.query import QUERY_COLUMNS, Filters, Store, _iso, _printable, default_store, parse_store, parse_time, query
-from sentinel.store.report import write_report
+from sentinel.store.report import report_json, write_report
 
 FORMATS = ("table", "csv", "json")
 
@@ -35,6 +36,7 @@ def format_rows(frame: pd.DataFrame, fmt: str = "table") -> str:
             d = r._asdict()
             d["event_time"], d["detected_at"] = _iso(d["event_time"]), _iso(d["detected_at"])
             d["values"] = json.loads(d["values"])
+            d["expected"] = None if d["expected"] is None else json.loads(d["expected"])
             d["batch_id"] = int(d["batch_id"])
             recs.append(d)
         return json.dumps(recs, indent=1, ensure_ascii=False) + "\n"
@@ -92,15 +94,39 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
                                                      "data.time_field, data.features)")
     p.add_argument("--max-sensors", type=int, default=50, metavar="N",
                    help="plot the N sensors with most anomalies (default: 50)")
+    p.add_argument("--json", metavar="FILE", help="also write the report's figures (anomaly counts, incidents, "
+                                                  "alarm load) as one JSON document to FILE")
+
+
+def alarm_load_section(incidents: pd.DataFrame, settings: Settings, since=None, until=None) -> tuple[dict, str]:
+    """The report's "Alarm load" figures (``sentinel.incidents.load.alarm_load`` over the period's
+    incidents, rules from ``[incidents]``) and their Markdown section."""
+    from sentinel.incidents import load
+    figures = load.alarm_load(incidents, settings, since, until)
+    return figures, load.markdown(figures)
 
 
 def run_report(args, settings: Settings) -> int:
+    from sentinel.store.client import open_store
     store = _store_from_args(args, settings)
     filters = filters_from_args(argparse.Namespace(**{**vars(args), "limit": None}))
-    frame = query(store, filters, settings)
+    client = open_store(store, settings)
+    try:
+        frame = client.anomalies(filters)
+        incidents = client.all_incidents(IncidentFilters(sensors=filters.sensors, zone=filters.zone,
+                                                         since=filters.since, until=filters.until,
+                                                         min_severity=filters.min_severity))
+    finally:
+        client.release()
     history = read_readings(args.history, settings) if args.history else None
+    load, load_md = alarm_load_section(incidents, settings, filters.since, filters.until)
     out = write_report(frame, args.out, history, list(settings.data.features), store.describe(),
-                       max_sensors=args.max_sensors)
-    print(f"report: {out['summary_md']} ({len(frame)} anomalies, {len(out['sensors'])} sensor plots)")
+                       max_sensors=args.max_sensors, incidents=incidents, alarm_load=load, alarm_load_md=load_md)
+    if args.json:
+        from pathlib import Path
+        doc = report_json(frame, incidents, load, store.describe())
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(doc, indent=1, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    print(f"report: {out['summary_md']} ({len(frame)} anomalies, {len(incidents)} incidents, "
+          f"{len(out['sensors'])} sensor plots)" + (f"; figures in {args.json}" if args.json else ""))
     return 0
-
