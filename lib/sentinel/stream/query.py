@@ -94,7 +94,7 @@ def consumed_offsets(progress: dict) -> int | None:
 
 
 def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: str | None = None,
-        model_ref: str | None = None, registry=None) -> dict:
+        model_ref: str | None = None, registry=None, stop_event: threading.Event | None = None) -> dict:
     """Start the query and block until it ends: ``max_batches`` reached, idle for
     ``idle_timeout_s``, SIGINT/SIGTERM, or an error (re-raised).
 
@@ -107,6 +107,8 @@ def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: st
             the starting bundle, fixed.
         registry: the sensor registry (sensor_id, zone, latitude, longitude) the incidents
             group by; if not given, read from ``sinks.sensors_file`` when set.
+        stop_event: set it to stop after the current micro-batch (as SIGINT does), e.g. from
+            another thread.
     """
     from sentinel.stream.driver_state import DriverState
     from sentinel.stream.model_switch import ModelSelector
@@ -130,7 +132,7 @@ def run(spark, settings: Settings, bundle, sinks, source_df=None, bundle_ref: st
     log.info("deploy query started: source=%s model=%s (%s) sinks=%s checkpoint=%s", settings.source.type,
              selector.current.version, "following " + str(model_ref) if selector.follows else "fixed",
              ",".join(s.name for s in sinks), st.checkpoint)
-    stop = threading.Event()
+    stop = stop_event or threading.Event()
 
     def on_signal(signum, _frame):
         log.info("signal %d received: stopping after the current micro-batch", signum)
