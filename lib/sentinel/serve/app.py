@@ -45,7 +45,7 @@ def create_app(store, settings: Settings | None = None, *, token: str | None = N
         root_path: the path prefix a reverse proxy serves the app under (e.g. ``/sentinel``).
     """
     from sentinel.incidents import lifecycle
-    from sentinel.serve.routes import anomalies, incidents, ops, sensors, series
+    from sentinel.serve.routes import anomalies, incidents, models, ops, sensors, series
     from sentinel.store.client import open_store
 
     settings = settings or Settings()
@@ -61,7 +61,8 @@ def create_app(store, settings: Settings | None = None, *, token: str | None = N
     app.state.store_name = client.describe()
     app.state.writable = not client.read_only
     app.add_middleware(GZipMiddleware, minimum_size=4096)
-    for module in (sensors, series, anomalies, incidents, ops):
+    app.state.settings = settings
+    for module in (sensors, series, anomalies, incidents, models, ops):
         app.include_router(module.router)
     install_error_handlers(app)
     missing = [f for f in VENDOR_FILES if not (STATIC / "vendor" / f).is_file()]
