@@ -106,6 +106,23 @@ def alarm_load_section(incidents: pd.DataFrame, settings: Settings, since=None, 
     return figures, load.markdown(figures)
 
 
+def _drift(store, settings: Settings, filters) -> dict | None:
+    """The served model's drift over the report's period (docs/lifecycle.md), when the registry
+    (lifecycle.registry, else stream.model) exists; None otherwise."""
+    from pathlib import Path
+
+    from sentinel.store.storage import is_s3_url
+    ref = settings.lifecycle.registry or settings.stream.model
+    if not ref or (not is_s3_url(ref) and not Path(ref).expanduser().is_dir()):
+        return None
+    from sentinel.lifecycle.drift import drift_report
+    from sentinel.lifecycle.registry import LifecycleError
+    try:
+        return drift_report(store, ref, settings, since=filters.since, until=filters.until)
+    except LifecycleError as exc:
+        return {"available": False, "summary": {"message": str(exc)}, "markdown": f"## Model drift\n\n{exc}\n"}
+
+
 def run_report(args, settings: Settings) -> int:
     from sentinel.store.client import open_store
     store = _store_from_args(args, settings)
@@ -122,9 +139,16 @@ def run_report(args, settings: Settings) -> int:
     load, load_md = alarm_load_section(incidents, settings, filters.since, filters.until)
     out = write_report(frame, args.out, history, list(settings.data.features), store.describe(),
                        max_sensors=args.max_sensors, incidents=incidents, alarm_load=load, alarm_load_md=load_md)
+    drift = _drift(store, settings, filters)
+    if drift is not None:
+        text = drift.get("markdown") or f"## Model drift\n\n{(drift.get('summary') or {}).get('message', '')}\n"
+        with open(out["summary_md"], "a", encoding="utf-8") as f:
+            f.write("\n" + text.rstrip() + "\n")
     if args.json:
         from pathlib import Path
         doc = report_json(frame, incidents, load, store.describe())
+        if drift is not None:
+            doc["drift"] = {k: drift[k] for k in ("available", "version", "summary", "sensors") if k in drift}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(doc, indent=1, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     print(f"report: {out['summary_md']} ({len(frame)} anomalies, {len(incidents)} incidents, "
