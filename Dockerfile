@@ -36,13 +36,15 @@ ENV PATH=/opt/sentinel/.venv/bin:$PATH \
     SPARK_CONF_DIR=/opt/sentinel/conf \
     TF_CPP_MIN_LOG_LEVEL=2
 
-# 1. The pinned third-party dependencies, exactly as listed in pyproject.toml (own layer: code
-#    changes do not re-download TensorFlow).
-COPY --chown=sentinel:sentinel pyproject.toml ./
+# 1. The third-party dependencies, exactly the locked set (requirements.lock: the runtime
+#    pins of pyproject.toml and everything they pull in, each file's sha256 checked; bash
+#    scripts/lock.sh regenerates it). Wheels only, except pyspark (PyPI has only its source
+#    archive, hash-checked as well), built with the venv's setuptools: nothing unpinned is
+#    downloaded. Own layer: code changes do not re-download TensorFlow.
+COPY --chown=sentinel:sentinel requirements.lock ./
 RUN python -m venv .venv \
- && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-      > /tmp/requirements.txt \
- && .venv/bin/pip install -r /tmp/requirements.txt \
+ && .venv/bin/pip install --require-hashes --only-binary :all: --no-binary pyspark --no-build-isolation \
+      -r requirements.lock \
  && .venv/bin/python -c "import pyspark, sys; v = pyspark.__version__; sys.exit(0 if v == '${SPARK_VERSION}' else f'pyspark {v} != SPARK_VERSION ${SPARK_VERSION}: update the Dockerfile ARG')"
 
 # 2. Spark's Kafka connector (and its dependencies) into the Ivy cache, once, at build time.
@@ -57,7 +59,9 @@ PY
 
 # 3. The project itself (see .dockerignore): package, jobs, scripts, conf, entrypoint.
 COPY --chown=sentinel:sentinel . .
-RUN .venv/bin/pip install --no-deps . \
+# No dependencies (the lock has them all), built with the locked setuptools (no isolated
+# build environment fetching unpinned ones).
+RUN .venv/bin/pip install --no-deps --no-build-isolation . \
  && mkdir -p data models checkpoints build .cache/spark-events .cache/spark-work \
  && chmod +x docker/*.sh scripts/*.sh \
  && .venv/bin/sentinel --help >/dev/null

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up the project on a fresh machine (safe to run again: it only does what is missing).
 #   - checks Python 3.11 and Java 17+
-#   - creates .venv and installs the pinned package (pyproject.toml) with test extras
+#   - creates .venv ($VENV overrides it) and installs exactly the locked, hash-checked set
+#     (requirements-dev.lock: the runtime pins of requirements.lock plus the test and bench
+#     extras), then the package itself without dependencies (bash scripts/lock.sh relocks)
 #   - pre-fetches Spark's Kafka connector jars (once) so the first Kafka job does not stall
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,30 +20,41 @@ fi
 JAVA_MAJOR=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
 [[ "${JAVA_MAJOR:-0}" -ge 17 ]] || { echo "[setup] error: Java 17+ required, found ${JAVA_MAJOR:-none}" >&2; exit 1; }
 
-if [[ ! -x .venv/bin/python ]]; then
-  say "creating .venv with $("$PY" --version)"
-  "$PY" -m venv .venv
+VENV=${VENV:-.venv}
+[[ $VENV == /* ]] || VENV=$ROOT/$VENV
+LOCK=requirements-dev.lock
+# A venv is only complete with its pyvenv.cfg: without it (creation interrupted, or still
+# running in another shell) its python is the base interpreter, and pip would install there.
+if [[ ! -x $VENV/bin/python || ! -f $VENV/pyvenv.cfg ]]; then
+  say "creating $VENV with $("$PY" --version)"
+  "$PY" -m venv --clear "$VENV"
 fi
-STAMP=.venv/.sentinel-installed
-HASH=$(sha256sum pyproject.toml | cut -c1-16)
-if [[ ! -f $STAMP || "$(cat $STAMP)" != "$HASH" ]]; then
-  say "installing pinned dependencies into .venv (first time: a few minutes, TensorFlow is large)"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test]'
-  echo "$HASH" > $STAMP
+STAMP=$VENV/.sentinel-installed
+HASH=$(cat $LOCK pyproject.toml | sha256sum | cut -c1-16)
+if [[ ! -f $STAMP || "$(cat "$STAMP")" != "$HASH" ]]; then
+  say "installing the locked dependencies ($LOCK, hash-checked) into $VENV (first time: a few minutes, TensorFlow is large)"
+  # Every package from the lock with its sha256 checked; wheels only, except pyspark, which
+  # PyPI has only as a source archive (hash-checked too): it builds with the venv's own
+  # setuptools (--no-build-isolation), so no unpinned build tool is downloaded. pip itself
+  # stays the venv's.
+  "$VENV/bin/python" -m pip install -q --require-virtualenv --require-hashes --only-binary :all: --no-binary pyspark \
+    --no-build-isolation -r $LOCK
+  # The package itself: no dependencies (the lock has them all), built with the locked setuptools.
+  "$VENV/bin/python" -m pip install -q --require-virtualenv --no-deps --no-build-isolation -e .
+  echo "$HASH" > "$STAMP"
 else
-  say ".venv is up to date"
+  say "$VENV is up to date"
 fi
 
 # Spark resolves its Kafka connector with Ivy at session start; do it once here, with a
 # visible message, rather than in the middle of a test. The connector version must equal
 # pyspark's.
-SPARK_VERSION=$(.venv/bin/python -c 'import pyspark; print(pyspark.__version__)')
+SPARK_VERSION=$("$VENV/bin/python" -c 'import pyspark; print(pyspark.__version__)')
 IVY_MARK=.cache/ivy-kafka-$SPARK_VERSION.ok
 if [[ "${SENTINEL_SKIP_KAFKA_JARS:-0}" != 1 && ! -f $IVY_MARK ]]; then
   say "fetching Spark's Kafka connector org.apache.spark:spark-sql-kafka-0-10_2.13:$SPARK_VERSION (once)"
   mkdir -p .cache
-  PYSPARK_PYTHON=$ROOT/.venv/bin/python .venv/bin/python - "$SPARK_VERSION" <<'PY'
+  PYSPARK_PYTHON=$VENV/bin/python "$VENV/bin/python" - "$SPARK_VERSION" <<'PY'
 import sys
 from pyspark.sql import SparkSession
 pkg = f"org.apache.spark:spark-sql-kafka-0-10_2.13:{sys.argv[1]}"
@@ -54,4 +67,9 @@ spark.stop()
 PY
   touch "$IVY_MARK"
 fi
-say "ready: .venv/bin/sentinel --help"
+# The operator page's chart library (sentinel serve): npm ci from web/package-lock.json, copied
+# into lib/sentinel/serve/static/vendor/ (git-ignored), only when missing.
+if [[ ! -f lib/sentinel/serve/static/vendor/uPlot.iife.min.js ]]; then
+  bash scripts/build-web.sh
+fi
+say "ready: $VENV/bin/sentinel --help"

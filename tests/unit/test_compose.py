@@ -206,13 +206,30 @@ def test_java_17_in_image(dockerfile):
 def test_spark_version_matches_pyproject(dockerfile, services):
     pyspark = pins()["pyspark"]
     assert dockerfile_arg(dockerfile, "SPARK_VERSION") == pyspark
-    # the image installs exactly pyproject's pins (not a hand-kept copy)
-    assert "pyproject.toml" in dockerfile and "['project']['dependencies']" in dockerfile
+    # the image installs the lock generated from pyproject's pins (not a hand-kept copy)
+    assert re.search(rf"^pyspark=={re.escape(pyspark)} ", (ROOT / "requirements.lock").read_text(), re.M)
     connector = re.search(r"spark-sql-kafka-0-10_2\.13:(\S+)", (ROOT / "conf" / "spark-defaults.conf").read_text())
     assert connector and connector.group(1) == pyspark
     for name, svc in services.items():
         if "image" in svc and re.search(r"(^|/)spark(:|$)", svc["image"].split(":")[0] + ":"):
             assert image_tag(svc)[1].startswith(pyspark), f"{name}: Spark image {svc['image']} != pyspark {pyspark}"
+
+
+def test_dockerfile_installs_the_hashed_lock(dockerfile):
+    """The image gets exactly the locked runtime set: every file hash-checked, wheels only, the
+    lock copied before it is installed, and the package added without re-resolving anything."""
+    runs = " ".join(re.findall(r"^RUN .*?(?<!\\)$", re.sub(r"\\\n", " ", dockerfile), re.M | re.S))
+    install = re.search(r"pip install ([^&]*)-r (\S+)", runs)
+    assert install, "the Dockerfile must pip install -r the lock file"
+    assert install.group(2) == "requirements.lock"
+    assert "--require-hashes" in install.group(1) and "--only-binary :all:" in install.group(1)
+    copies = [line for line in dockerfile.splitlines() if line.startswith("COPY")]
+    assert any("requirements.lock" in c.split() for c in copies), "the lock must be copied before it is installed"
+    assert dockerfile.index("requirements.lock") < dockerfile.index("COPY --chown=sentinel:sentinel . .")
+    own = re.search(r"pip install (--no-deps [^.\n]*)\.", runs)
+    assert own and "--no-build-isolation" in own.group(1), "the package itself must install with --no-deps --no-build-isolation"
+    assert not re.search(r"pip install [^&]*(-e |\.\[|pyproject)", runs.replace(own.group(0), "")), \
+        "only the lock may bring dependencies into the image"
 
 
 def test_kafka_image_matches_local_script(services):
