@@ -38,10 +38,20 @@ def test_throughput_benchmark_quick(tmp_path):
     # the stepped run offered its first rate and read what was sent (kept up or not: not a test)
     first = res["stepped"]["steps"][0]
     assert first["sent_events_per_s"] > 0 and first["read_events_per_s"] > 0
-    assert isinstance(first["kept_up"], bool)
+    assert isinstance(first["kept_up"], bool) and first["read_to_sent"] > 0
+    assert "read/sent" in r.stdout  # each verdict printed with the ratio behind it
     assert res["baseline"]["rows"] > 0
     assert res["latency"]["anomalies_timed"] >= 0
     # the timed events were offered only after the warm-up batch was scored
     assert res["latency"]["events"] > 0 and res["latency"]["startup_s"] > 0
-    assert res["state"][0]["jvm_pss_peak"] > 0 and res["state"][0]["state_rows"] > 0
+    st = res["state"][0]
+    assert st["jvm_pss_peak"] > 0 and st["state_rows"] > 0
+    # every kind of process was found, and the sum is theirs
+    assert st["driver_pss_peak"] > 0 and st["python_score_pss_peak"] + st["python_other_pss_peak"] > 0
+    assert st["total_pss_peak"] >= max(st["jvm_pss_peak"], st["driver_pss_peak"])
+    # the serving peer scored the same windows as the product's UDF, to the same scores
+    sv = res["serving"]
+    assert sv["scored_product"] == sv["scored_mlflow"] == sv["windows"] > 0
+    assert sv["same_scores"], sv
+    assert sv["product_windows_per_s"] > 0 and sv["mlflow_windows_per_s"] > 0
     assert "speed-up over baseline" in r.stdout
