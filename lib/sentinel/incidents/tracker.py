@@ -123,6 +123,11 @@ class SensorTrack:
     features: dict = field(default_factory=dict)  # feature -> severity-weighted error share sum
 
 
+def _track_dict(track: "SensorTrack") -> dict:
+    """A SensorTrack as a plain dict for JSON (its containers copied one level deep)."""
+    return {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v) for k, v in vars(track).items()}
+
+
 @dataclass
 class Incident:
     """An open incident as the tracker keeps it (times in ns UTC)."""
@@ -162,8 +167,10 @@ class Incident:
         return sorted(rows, key=lambda r: (-r[2], r[0]))
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["sensors"] = {k: asdict(v) for k, v in sorted(self.sensors.items())}
+        # Shallow copies (dataclasses.asdict deep-copies every field: it was most of a batch's
+        # state-saving time with hundreds of open incidents); the result is only serialised.
+        d = dict(vars(self))
+        d["sensors"] = {k: _track_dict(v) for k, v in sorted(self.sensors.items())}
         return d
 
     @classmethod
@@ -267,7 +274,7 @@ class IncidentTracker:
         state = {"version": STATE_VERSION, "clock": self.clock, "last_batch_id": self.last_batch_id,
                  "open": {k: v.to_dict() for k, v in sorted(self.open.items())},
                  "sensor_open": dict(sorted(self.sensor_open.items())),
-                 "pending": {k: asdict(v) for k, v in sorted(self.pending.items())},
+                 "pending": {k: _track_dict(v) for k, v in sorted(self.pending.items())},
                  "flags": {k: v for k, v in sorted(self.flags.items())}}
         return json.dumps(state, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
@@ -323,9 +330,12 @@ class IncidentTracker:
         self._owner = {}
         opened, touched, closed = [], {}, []
         alarm_rows, dropped = [], 0           # (row, track) of every alarm
+        last_t = None
         for r in rows:
             t, sid = r["t"], r["sensor_id"]
-            closed += self._close_quiet(t, stamp, batch_id)
+            if t != last_t:  # rows come in time order: the clock only moves between distinct times
+                closed += self._close_quiet(t, stamp, batch_id)
+                last_t = t
             if not self._persist(sid, t):
                 dropped += 1
                 continue
