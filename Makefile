@@ -1,5 +1,5 @@
 # Thin: every target calls a script in scripts/.
-.PHONY: setup demo serve test test-unit bench bench-quality bench-api services-up services-down cluster-up cluster-down clean
+.PHONY: setup demo serve test test-unit bench bench-quality bench-api bench-faults services-up services-down cluster-up cluster-down clean
 
 setup:          ## create .venv, install pinned packages, check Java
 	bash scripts/setup.sh
@@ -17,6 +17,8 @@ bench-quality:  ## detection quality benchmark (default model, GRU, LSTM, z-scor
 	bash scripts/bench.sh quality
 bench-api:      ## API response times (p95 of /api/sensors and a 24-hour /series) for 20 and 1,000 sensors
 	bash scripts/bench.sh api
+bench-faults:   ## fault injection (SIGKILLs, PostgreSQL/S3 down, Kafka restart, malformed flood, disk full) vs an uninterrupted run
+	bash scripts/bench.sh faults
 services-up:    ## start Kafka, PostgreSQL and the S3 server locally
 	for s in kafka postgres s3; do bash scripts/services/$$s.sh start; done
 services-down:

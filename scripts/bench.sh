@@ -3,6 +3,7 @@
 #   scripts/bench.sh throughput [ARGS]   Kafka + PostgreSQL, then benchmarks/throughput.py
 #   scripts/bench.sh quality [ARGS]      benchmarks/quality.py (no services)
 #   scripts/bench.sh api [ARGS]          benchmarks/api.py: the web app's response times (SQLite)
+#   scripts/bench.sh faults [ARGS]       benchmarks/faults.py: fault injection (starts its own services)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -12,6 +13,7 @@ what=${1:-throughput}; shift || true
 case "$what" in
   quality) exec .venv/bin/python benchmarks/quality.py "$@" ;;
   api) exec .venv/bin/python benchmarks/api.py "$@" ;;            # SQLite; --postgres adds PostgreSQL when PG* is set
+  faults) exec .venv/bin/python benchmarks/faults.py "$@" ;;      # own Kafka/PostgreSQL/S3 on own ports (it stops them)
   throughput)
     started=()
     trap 'for s in "${started[@]}"; do bash scripts/services/$s.sh stop >/dev/null 2>&1 || true; done' EXIT
@@ -22,5 +24,5 @@ case "$what" in
     eval "$(bash scripts/services/postgres.sh env)"
     export SENTINEL_KAFKA_BOOTSTRAP=127.0.0.1:${KAFKA_PORT:-19092}
     .venv/bin/python benchmarks/throughput.py "$@" ;;
-  *) echo "usage: scripts/bench.sh throughput|quality|api [ARGS]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh throughput|quality|api|faults [ARGS]" >&2; exit 2 ;;
 esac

@@ -2,8 +2,21 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 
 from sentinel.config import ConfigError, Settings
+
+# A micro-batch that raised one of the package's one-sentence errors (a sink's StoreError, the
+# alert topic's AlertPublishError) reaches the driver inside the text of Spark's
+# StreamingQueryException, after the Python traceback: its last line names the class.
+_BATCH_ERROR = re.compile(r"^sentinel\.[\w.]+\.(\w+Error): (.+)$", re.M)
+
+
+def batch_failure(exc: BaseException) -> str | None:
+    """The one-sentence error a failed micro-batch raised, found in ``exc``'s text (None: none)."""
+    found = _BATCH_ERROR.findall(str(exc))
+    return found[-1][1].strip() if found else None
 
 
 def add_deploy_args(p):
@@ -38,14 +51,24 @@ def run_deploy(args, settings: Settings) -> int:
             if hasattr(sink, "load_sensors"):
                 sink.load_sensors(registry)
     spark = sparkmod.session(s, "deploy", kafka=s.source.type == "kafka")
+    failure = None
     try:
         # The job follows the registry's pointer between micro-batches (hot swap) when
         # stream.model names a registry folder; executors load start_ref (an absolute path or URL).
         totals = stream_query.run(spark, s, bundle, sinks, bundle_ref=start_ref, model_ref=model_ref,
                                   registry=registry)
+    except Exception as exc:  # StreamingQueryException (a failed batch), or run()'s RuntimeError
+        # a store or the alert topic failed a micro-batch: its sentence, not Spark's traceback
+        # (the batch is not committed: a restart re-runs it from the checkpoint)
+        failure = batch_failure(exc)
+        if failure is None:
+            raise
     finally:
         for sink in sinks:
             sink.close()
         spark.stop()
+    if failure is not None:
+        print(f"error: {failure}", file=sys.stderr)
+        return 1
     print(json.dumps({"totals": totals, "sinks": list(s.sinks.enabled), "sqlite": s.sinks.sqlite.path}))
     return 0

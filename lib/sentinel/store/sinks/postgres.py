@@ -17,8 +17,8 @@ needing text clean-up, use ``execute_values ... ON CONFLICT DO NOTHING``; incide
 batch row are upserted (:func:`base.incident_upsert`). Either way a replayed batch adds
 nothing. Transient failures (OperationalError / InterfaceError: refused, reset, server
 restart) are retried ``retries`` times with exponential back-off ``retry_backoff_s * 2**attempt``
-on a fresh connection; then a RuntimeError naming the sink and the last error fails the
-micro-batch, and Spark re-runs it from the checkpoint.
+on a fresh connection; then a :class:`StoreError` (a RuntimeError: one sentence naming the sink,
+the last error and the fix) fails the micro-batch, and Spark re-runs it from the checkpoint.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ import pandas as pd
 
 from sentinel.config import ConfigError, PostgresSettings
 from sentinel.store import registry
+from sentinel.store.errors import StoreError
 from sentinel.store.sinks.base import (ANOMALY_COLUMNS, BATCH_COLUMNS, INCIDENT_STREAM_COLUMNS, SCORE_COLUMNS,
                                        BatchRecords, Retention, conform, incident_rows, incident_upsert,
                                        json_or_none, text_or_none, time_text)
@@ -360,8 +361,10 @@ class PostgresSink:
                                 what, attempt + 1, self.retries + 1, first_line, delay)
                     _sleep(delay)
         reason = " ".join(str(last).split()) or type(last).__name__
-        raise RuntimeError(f"postgres sink: {what} failed after {self.retries + 1} attempt(s) "
-                           f"(schema {self.schema!r}); last error: {type(last).__name__}: {reason}") from last
+        raise StoreError(f"postgres sink: {what} failed after {self.retries + 1} attempt(s) "
+                         f"(schema {self.schema!r}); last error: {type(last).__name__}: {reason}; check that the "
+                         "server is up and reachable (PGHOST/PGPORT or sinks.postgres.dsn) and restart the job, "
+                         "which resumes from its checkpoint") from last
 
     def _sql(self, template: str):
         from psycopg2 import sql

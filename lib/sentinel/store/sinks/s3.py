@@ -33,6 +33,7 @@ import pandas as pd
 
 from sentinel.config import S3Settings
 from sentinel.store import registry
+from sentinel.store.errors import StoreError
 from sentinel.store.sinks.base import (ANOMALY_COLUMNS, BATCH_COLUMNS, SCORE_COLUMNS, BatchRecords, Retention,
                                        conform, incident_rows, score_records)
 from sentinel.store.storage import join_key, list_keys, resolve_endpoint, s3_client
@@ -140,11 +141,27 @@ class S3Sink:
     def client(self):
         if self._client is None:
             self._client = s3_client(self.endpoint, self.region, max_attempts=self._max_attempts)
+            self._client.meta.events.register("needs-retry.s3", self._log_retry)
         return self._client
 
-    def _fail(self, what: str, exc: Exception) -> RuntimeError:
+    def _fail(self, what: str, exc: Exception) -> StoreError:
         where = f"s3://{self.bucket}/{self.prefix}" + (f" at {self.endpoint}" if self.endpoint else "")
-        return RuntimeError(f"s3 sink: {what} failed ({where}); last error: {type(exc).__name__}: {exc}")
+        reason = " ".join(str(exc).split())
+        return StoreError(f"s3 sink: {what} failed ({where}); last error: {type(exc).__name__}: {reason}; check that "
+                          "the endpoint is up and the credentials are valid and restart the job, which resumes "
+                          "from its checkpoint")
+
+    def _log_retry(self, attempts=None, caught_exception=None, response=None, operation=None, **_):
+        """botocore's ``needs-retry`` event, seen before its retry handler decides: a warning per
+        failed attempt that will be retried (botocore itself logs retries at debug level only)."""
+        status = (response[1] or {}).get("ResponseMetadata", {}).get("HTTPStatusCode") if response else None
+        if caught_exception is None and (status is None or status < 500) or not attempts:
+            return None
+        if attempts < self._max_attempts:
+            why = (" ".join(str(caught_exception).split()) if caught_exception is not None else f"HTTP {status}")
+            log.warning("s3 sink: %s attempt %d of %d failed (%s); botocore retries it with back-off",
+                        getattr(operation, "name", "request"), attempts, self._max_attempts, why)
+        return None
 
     # ------------------------------------------------------------ setup
     def setup(self) -> None:

@@ -3,7 +3,9 @@
 Writes one transaction per micro-batch: anomalies, scores and rejects with ``INSERT ... ON
 CONFLICT DO NOTHING`` on their keys, incidents and the batch row upserted
 (:func:`base.incident_upsert`), so a replayed batch changes nothing and a crash never leaves
-half a batch.
+half a batch. A failed write (a full disk, a lock held too long) rolls the batch back and raises
+a one-sentence :class:`StoreError` naming the file and the fix; the micro-batch then fails and
+re-runs after a restart.
 
 Schema: ``SCHEMA`` is the first version's tables, unchanged; ``setup()`` then adds what later
 versions brought to a file that lacks it (``ALTER TABLE ... ADD COLUMN`` for the anomaly
@@ -13,11 +15,13 @@ a new file has the same columns in the same order.
 """
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
 import pandas as pd
 
+from sentinel.store.errors import StoreError
 from sentinel.store.sinks.base import (ANOMALY_COLUMNS, BATCH_COLUMNS, INCIDENT_STREAM_COLUMNS, REJECT_COLUMNS,
                                        SCORE_COLUMNS, BatchRecords, Retention, conform, incident_rows,
                                        incident_upsert, json_or_none, one_time_text, text_or_none, time_text)
@@ -214,15 +218,18 @@ class SqliteSink:
         """Create the tables, or upgrade a file written by an older version; returns the
         columns added (``table.column``)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = self.connect()
         try:
-            with con:
-                con.executescript(SCHEMA)
-            added = upgrade(con)
-            with con:
-                con.executescript(TABLES)
-        finally:
-            con.close()
+            con = self.connect()
+            try:
+                with con:
+                    con.executescript(SCHEMA)
+                added = upgrade(con)
+                with con:
+                    con.executescript(TABLES)
+            finally:
+                con.close()
+        except sqlite3.Error as exc:
+            raise self._failed("setup (creating or upgrading the tables) failed", exc) from exc
         return added
 
     def write(self, records: BatchRecords) -> None:
@@ -233,21 +240,44 @@ class SqliteSink:
         s_rows = score_rows(records.scores) if self.wants_scores else []
         i_rows = incident_values(records.incidents)
         prune = self.wants_scores and self.retention.due(records.batch_id)
-        con = self.connect()
         try:
-            with con:  # one transaction: the whole batch or nothing
-                con.executemany(A_INSERT, a_rows)
-                con.executemany(R_INSERT, r_rows)
-                con.executemany(S_INSERT, s_rows)
-                con.executemany(I_UPSERT, i_rows)
-                con.execute(B_UPSERT, batch_values(records.batch))
-                if prune:
-                    newest = con.execute("SELECT max(event_time) FROM scores").fetchone()[0]
-                    cutoff = self.retention.cutoff(pd.Timestamp(newest, tz="UTC") if newest else None)
-                    if cutoff is not None:
-                        con.execute("DELETE FROM scores WHERE event_time < ?", (one_time_text(cutoff),))
-        finally:
-            con.close()
+            con = self.connect()
+            try:
+                with con:  # one transaction: the whole batch or nothing
+                    con.executemany(A_INSERT, a_rows)
+                    con.executemany(R_INSERT, r_rows)
+                    con.executemany(S_INSERT, s_rows)
+                    con.executemany(I_UPSERT, i_rows)
+                    con.execute(B_UPSERT, batch_values(records.batch))
+                    if prune:
+                        newest = con.execute("SELECT max(event_time) FROM scores").fetchone()[0]
+                        cutoff = self.retention.cutoff(pd.Timestamp(newest, tz="UTC") if newest else None)
+                        if cutoff is not None:
+                            con.execute("DELETE FROM scores WHERE event_time < ?", (one_time_text(cutoff),))
+            finally:
+                con.close()  # an uncommitted transaction rolls back here
+        except sqlite3.Error as exc:
+            raise self._failed(f"batch {records.batch_id} was not written, none of its rows were stored", exc) from exc
+
+    def _failed(self, what: str, exc: sqlite3.Error) -> StoreError:
+        """One sentence for a failed SQLite call: the file, what failed, the error and the fix.
+        A full disk shows as SQLITE_FULL or, when even the WAL index cannot grow, as a "disk I/O
+        error" (SQLITE_IOERR_SHMSIZE), so the free space decides which fix to name."""
+        code = getattr(exc, "sqlite_errorname", "") or type(exc).__name__
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            free = None
+        if code == "SQLITE_FULL" or (free is not None and free < 1 << 20):
+            fix = (f"the disk holding it has {free if free is not None else 'no'} bytes free: free space there (or "
+                   "move sinks.sqlite.path) and restart the job, which re-runs the batch from its checkpoint")
+        elif code == "SQLITE_BUSY":
+            fix = "another process holds the write lock too long: stop it and restart the job"
+        else:
+            fix = ("check the file and its folder (permissions, disk, another program holding it) and restart the job, "
+                   "which re-runs the batch from its checkpoint")
+        reason = " ".join(str(exc).split()) or code
+        return StoreError(f"sqlite store {self.path}: {what} ({reason}, {code}); {fix}")
 
     def load_sensors(self, sensors: pd.DataFrame) -> int:
         from sentinel.store import registry
