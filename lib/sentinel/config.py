@@ -33,6 +33,7 @@ class DataSettings:
     units: str = "mca"
     valid_min: float = -20.0
     valid_max: float = 250.0
+    valid_ranges: dict[str, str] = field(default_factory=dict)
     label_field: str = "is_anomaly"
     type_field: str = "anomaly_type"
     max_line_bytes: int = 65536
@@ -42,15 +43,17 @@ class DataSettings:
 class WindowSettings:
     length: int = 32
     stride: int = 4
-    interval_s: int = 300
-    max_gap_s: int = 1800
+    interval_s: float = 300.0
+    max_gap_s: float = 1800.0
     calendar: bool = True
+    wait_slots: int = 2
 
 
 @dataclass(frozen=True)
 class ModelSettings:
     name: str = "pressure"
     dir: str = "models"
+    kind: str = "auto"
     cell: str = "gru"
     units: int = 32
     layers: int = 1
@@ -66,7 +69,7 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class ThresholdSettings:
-    method: str = "per_sensor"
+    method: str = "pot"
     k: float = 4.0
     quantile: float = 0.999
     margin: float = 1.1
@@ -75,6 +78,22 @@ class ThresholdSettings:
     persistence_n: int = 1
     recent_steps: int = 4
     recent_ratio: float = 0.2
+    risk: float = 1e-4
+    init_quantile: float = 0.9
+    stuck: bool = True
+
+
+@dataclass(frozen=True)
+class ResidualSettings:
+    zones: str = "network"
+    ridge: float = 1e-4
+    calendar: str = "auto"
+    scales: tuple[int, ...] = ()
+    folds: int = 2
+    exclude_z: float = 5.0
+    mask_z: float = 3.0
+    trend_r2: float = 0.8
+    adapt: str = "trend"
 
 
 @dataclass(frozen=True)
@@ -207,6 +226,7 @@ class Settings:
     window: WindowSettings = field(default_factory=WindowSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     threshold: ThresholdSettings = field(default_factory=ThresholdSettings)
+    residual: ResidualSettings = field(default_factory=ResidualSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     source: SourceSettings = field(default_factory=SourceSettings)
     stream: StreamSettings = field(default_factory=StreamSettings)
@@ -226,7 +246,11 @@ class Settings:
 # Choices checked after types: a typo here would otherwise surface deep inside a job.
 _CHOICES = {
     "model.cell": ("gru", "lstm"),
-    "threshold.method": ("mean_std", "quantile", "per_sensor"),
+    "model.kind": ("autoencoder", "residual", "auto"),
+    "threshold.method": ("mean_std", "quantile", "per_sensor", "pot"),
+    "residual.zones": ("network", "registry"),
+    "residual.calendar": ("auto", "on", "off"),
+    "residual.adapt": ("trend", "none", "all"),
     "threshold.reduce": ("mean", "last", "max", "mahalanobis"),
     "source.type": ("socket", "kafka"),
     "stream.late_policy": ("reject",),
@@ -356,6 +380,14 @@ def _coerce(dotted: str, value: Any, origin: str) -> Any:
         if isinstance(value, str):
             return value
         raise bad("a string (quote it)")
+    if origin_tp is tuple and typing.get_args(tp)[:1] == (int,):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+            if all(v.lstrip("-").isdigit() for v in value):
+                value = [int(v) for v in value]
+        if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return tuple(value)
+        raise bad("a list of integers like [1, 6, 24]")
     if origin_tp is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -379,16 +411,30 @@ def _validate(s: Settings) -> None:
         if sink not in _SINKS:
             raise ConfigError(f"setting 'sinks.enabled' names unknown sink {sink!r}: use any of {', '.join(_SINKS)}")
     positive = {"window.length": s.window.length, "window.stride": s.window.stride,
-                "window.interval_s": s.window.interval_s, "model.units": s.model.units,
+                "model.units": s.model.units,
                 "model.layers": s.model.layers, "model.epochs": s.model.epochs,
                 "model.batch_size": s.model.batch_size, "model.latent": s.model.latent,
                 "spark.arrow_max_records": s.spark.arrow_max_records}
     for dotted, value in positive.items():
         if value < 1:
             raise ConfigError(f"setting '{dotted}' is {value}: it must be at least 1")
-    if s.window.max_gap_s < s.window.interval_s:
+    if s.window.wait_slots < 0:
+        raise ConfigError("setting 'window.wait_slots' must not be negative (0 = no wait for late zone members)")
+    if s.window.interval_s < 0 or s.window.max_gap_s < 0:
+        raise ConfigError("settings 'window.interval_s' and 'window.max_gap_s' must not be negative "
+                          "(0 = infer the interval from the data, and a gap of six intervals)")
+    if s.window.interval_s and s.window.max_gap_s and s.window.max_gap_s < s.window.interval_s:
         raise ConfigError("setting 'window.max_gap_s' is shorter than 'window.interval_s': "
                           "set it to at least one sampling interval")
+    if not 0.0 < s.threshold.risk < 1.0 or not 0.0 < s.threshold.init_quantile < 1.0:
+        raise ConfigError("settings 'threshold.risk' and 'threshold.init_quantile' must lie strictly between 0 and 1")
+    r = s.residual
+    if r.scales and min(r.scales) < 1:
+        raise ConfigError("setting 'residual.scales' must list window steps of at least 1, like [1, 6, 24] "
+                          "(or [] for the measured default)")
+    if r.folds < 2 or r.ridge <= 0 or r.exclude_z < 0 or r.mask_z < 0:
+        raise ConfigError("settings 'residual.folds' (at least 2), 'residual.ridge' (positive), 'residual.exclude_z' "
+                          "and 'residual.mask_z' (not negative; 0 = off) are out of range: fix them")
     if not s.data.features:
         raise ConfigError("setting 'data.features' is empty: list at least one numeric field")
     if not 0.0 < s.threshold.quantile < 1.0:

@@ -34,7 +34,8 @@ from sentinel.detect.error_model import ErrorModel
 from sentinel.detect.threshold import Threshold
 from sentinel.detect.windows import Scaler
 
-BUNDLE_FILES = ("model.keras", "scaler.json", "threshold.json", "manifest.json")  # required
+BUNDLE_FILES = ("model.keras", "scaler.json", "threshold.json", "manifest.json")  # required (autoencoder)
+RESIDUAL_FILES = ("residual.json", "scaler.json", "threshold.json", "manifest.json")  # required (residual)
 _VERSION_RE = re.compile(r"^\d{8}T\d{6}(\d{6})?Z$")
 POINTER = "promoted"  # in a registry folder: the version the deploy job serves
 # A version is a folder name: no separators, no "..", nothing hidden (staging folders start with ".").
@@ -43,6 +44,20 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 class BundleError(FileNotFoundError):
     """The model bundle is missing or incomplete; the message says what to run."""
+
+
+def bundle_kind(manifest: dict) -> str:
+    """``autoencoder`` (bundles from before kinds were recorded too) or ``residual``."""
+    return str(manifest.get("model", {}).get("kind", "autoencoder"))
+
+
+def required_files(manifest: dict) -> tuple[str, ...]:
+    """The files a complete bundle of this manifest's kind holds (``error_model.json`` too when it
+    scores with the Mahalanobis distance)."""
+    files = RESIDUAL_FILES if bundle_kind(manifest) == "residual" else BUNDLE_FILES
+    if manifest.get("score", {}).get("reduce") == "mahalanobis":
+        files = files + (errmod.FILE_NAME,)
+    return files
 
 
 def keras_module(threads: int | None = None):
@@ -126,6 +141,19 @@ class Bundle:
     @property
     def calendar(self) -> bool:
         return bool(self.manifest["window"].get("calendar", False))
+
+    @property
+    def kind(self) -> str:
+        return bundle_kind(self.manifest)
+
+    @property
+    def layout(self):
+        """The zone layout of a zone-mode residual bundle (``align.ZoneLayout``), else None."""
+        m = self.manifest.get("model", {})
+        if m.get("kind") != "residual" or m.get("mode") != "zone":
+            return None
+        from sentinel.detect.align import ZoneLayout
+        return ZoneLayout({z: list(v) for z, v in m["zones"].items()}, m.get("means", {}))
 
 
 @dataclass
@@ -318,9 +346,7 @@ def check_compatible(running: dict, candidate: dict, candidate_path: str | Path 
     refuse = f"model {cv} cannot replace the running model {rv} without a restart"
     if candidate_path is not None:
         p = Path(candidate_path)
-        missing = [f for f in BUNDLE_FILES if not (p / f).is_file()]
-        if candidate.get("score", {}).get("reduce") == "mahalanobis" and not (p / errmod.FILE_NAME).is_file():
-            missing.append(errmod.FILE_NAME)
+        missing = [f for f in required_files(candidate) if not (p / f).is_file()]
         if missing:
             return f"model {cv} at {p} lacks {', '.join(missing)}: re-train or re-upload it"
     try:
@@ -332,6 +358,10 @@ def check_compatible(running: dict, candidate: dict, candidate_path: str | Path 
         return f"model {cv} has an incomplete manifest (no {exc}): re-train it"
     if rf != cf:
         return f"{refuse}: it was trained on features {cf}, the running model on {rf}"
+    rz, cz = running.get("model", {}).get("zones"), candidate.get("model", {}).get("zones")
+    if (rz is None) != (cz is None) or (rz is not None and rz != cz):
+        return (f"{refuse}: its zones (which sensors are aligned together) differ from the running model's "
+                f"(the window state is kept per zone)")
     for what, r, c in pairs:
         if r != c:
             return f"{refuse}: its {what} is {c}, the running model's {r} (the window state is cut for it)"
@@ -357,7 +387,11 @@ def save_bundle(out_dir: str | Path, model, scaler: Scaler, threshold: Threshold
                 error_model: ErrorModel | None = None) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save(out / "model.keras")
+    if bundle_kind(manifest) == "residual":
+        from sentinel.detect import residual
+        (out / residual.FILE_NAME).write_text(model.to_json())
+    else:
+        model.save(out / "model.keras")
     (out / "scaler.json").write_text(scaler.to_json())
     (out / "threshold.json").write_text(threshold.to_json())
     if error_model is not None:
@@ -370,11 +404,18 @@ def save_bundle(out_dir: str | Path, model, scaler: Scaler, threshold: Threshold
 def load_bundle(path: str, threads: int | None = None) -> Bundle:
     """Load (once per process: cached) a bundle; missing files raise :class:`BundleError`."""
     p = resolve_bundle(path)
-    missing = [f for f in BUNDLE_FILES if not (p / f).is_file()]
+    if not (p / "manifest.json").is_file():
+        raise BundleError(f"model bundle {p} lacks manifest.json: re-run `sentinel train`")
+    manifest = json.loads((p / "manifest.json").read_text())
+    missing = [f for f in required_files(manifest) if f != errmod.FILE_NAME and not (p / f).is_file()]
     if missing:
         raise BundleError(f"model bundle {p} lacks {', '.join(missing)}: re-run `sentinel train`")
+    if bundle_kind(manifest) == "residual":  # plain numbers: no Keras, no TensorFlow
+        from sentinel.detect.residual import FILE_NAME, ResidualDetector
+        return Bundle(str(p), ResidualDetector.from_json((p / FILE_NAME).read_text()),
+                      Scaler.from_json((p / "scaler.json").read_text()),
+                      Threshold.from_json((p / "threshold.json").read_text()), manifest, None)
     keras = keras_module(threads)
-    manifest = json.loads((p / "manifest.json").read_text())
     em_path = p / errmod.FILE_NAME
     error_model = ErrorModel.from_json(em_path.read_text()) if em_path.is_file() else None
     if error_model is None and manifest.get("score", {}).get("reduce") == "mahalanobis":

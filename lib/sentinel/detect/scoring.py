@@ -9,8 +9,14 @@ window is flagged when its score exceeds its sensor's threshold. Optional alarm 
 flags into alarms when at least m of its last n windows were flagged. :func:`score_details`
 returns the same scores with their explanation (expected values, error shares, window shape).
 
+Residual bundles (``model.kind = "residual"``, :mod:`sentinel.detect.residual`) are scored by
+the same two functions, which dispatch on the bundle's kind: their score is the smoothed
+standardised residual of each channel predicted from the others, and for zone bundles every
+window scores each of its members (:func:`scored_rows` says which row is whose). Both kinds apply
+the stuck rule (:mod:`sentinel.detect.rules`) once the threshold is known.
+
 Used unchanged by training (calibration), ``sentinel score``/``evaluate`` and the streaming
-pandas UDF. Pure numpy + the Keras model; no pyspark.
+pandas UDF. Pure numpy + the Keras model (autoencoders only); no pyspark.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from sentinel.detect import residual, rules
 from sentinel.detect.error_model import ErrorModel
 from sentinel.detect.explain import WindowDetails, to_units, window_details
 from sentinel.detect.model import Bundle
@@ -185,10 +192,48 @@ def scores_from_errors(bundle: Bundle, errors: np.ndarray, sensor_ids: np.ndarra
     return scores
 
 
+def is_residual(bundle) -> bool:
+    """A residual bundle (``model.kind = "residual"``)?"""
+    return getattr(bundle, "kind", "autoencoder") == "residual"
+
+
+def scored_rows(bundle, sensor_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(window index, sensor id)`` of each score :func:`score_windows` returns for windows of
+    ``sensor_ids``: one per window, except zone bundles (``sensor_ids`` are zones), which score
+    every member of every window, window-major, members in the bundle's layout order."""
+    if is_residual(bundle):
+        return residual.scored_rows(bundle, sensor_ids)
+    ids = np.asarray(sensor_ids)
+    return np.arange(ids.size), ids
+
+
+def stuck_rule(bundle, scores: np.ndarray, windows: np.ndarray, sensor_ids: np.ndarray) -> np.ndarray:
+    """Autoencoder bundles: raise the score of windows whose newest readings repeat one value for
+    the bundle's ``score.stuck_limit`` to ``residual.STUCK_SEVERITY`` times the threshold (no-op
+    before calibration and for bundles without a limit)."""
+    limit = bundle.manifest.get("score", {}).get("stuck_limit")
+    if not limit or bundle.threshold is None or len(scores) == 0:
+        return scores
+    hit = rules.stuck(windows, np.asarray(limit, dtype=np.int64)).any(axis=1)
+    if not hit.any():
+        return scores
+    thr = bundle.threshold.for_sensors(np.asarray(sensor_ids))
+    return np.where(hit, np.maximum(scores, residual.STUCK_SEVERITY * thr), scores)
+
+
 def score_windows(bundle: Bundle, windows: np.ndarray, window_times: np.ndarray,
-                  sensor_ids: np.ndarray) -> np.ndarray:
-    """(m, W, F) raw windows of the given sensors -> (m,) anomaly scores."""
-    return scores_from_errors(bundle, step_errors(bundle, windows, window_times, sensor_ids), sensor_ids)
+                  sensor_ids: np.ndarray, drift=None) -> np.ndarray:
+    """(m, W, F) raw windows of the given sensors -> anomaly scores: (m,) for sensor bundles,
+    one per window and member for zone bundles (:func:`scored_rows`).
+
+    ``drift``: residual bundles with drift tracking: the ``adapt.DriftAdapter`` to apply and
+    update (windows in event-time order per sensor); if not given, a tracker at the end-of-training
+    state is used for this call alone.
+    """
+    if is_residual(bundle):
+        return residual.score(bundle, windows, window_times, sensor_ids, drift).scores
+    scores = scores_from_errors(bundle, step_errors(bundle, windows, window_times, sensor_ids), sensor_ids)
+    return stuck_rule(bundle, scores, windows, sensor_ids)
 
 
 @dataclass
@@ -206,17 +251,22 @@ class Details:
 
 
 def score_details(bundle: Bundle, windows: np.ndarray, window_times: np.ndarray,
-                  sensor_ids: np.ndarray) -> Details:
+                  sensor_ids: np.ndarray, drift=None) -> Details:
     """(m, W, F) raw windows -> scores and their explanation, in one model call.
 
     The scores equal :func:`score_windows`' (same inputs, reconstruction and reduction); the
     reconstruction the score came from also gives the expected values in the sensor's units
     (unscaled with the bundle's scaler) and the per-feature errors (``explain.window_details``).
+    Residual bundles: the predictions are the expected values, ``z**2`` the errors; zone bundles
+    explain every scored row (:func:`scored_rows`) as a one-feature series of its member.
     """
+    if is_residual(bundle):
+        sc = residual.score(bundle, windows, window_times, sensor_ids, drift)
+        return Details(sc.scores, window_details(sc.values, sc.expected, sc.sq_errors, sc.scale))
     inputs = model_inputs(bundle, windows, window_times, sensor_ids)
     recon = reconstruct(bundle.model, inputs)
     sq = (recon - inputs[0]) ** 2                          # (m, W, F) scaled squared errors
-    scores = scores_from_errors(bundle, sq.mean(axis=-1), sensor_ids)
+    scores = stuck_rule(bundle, scores_from_errors(bundle, sq.mean(axis=-1), sensor_ids), windows, sensor_ids)
     mean, std = bundle.scaler.params(sensor_ids)
     expected = to_units(recon, mean, std)
     details = window_details(windows, expected, sq, std, recent_rule(bundle)[0])

@@ -1,9 +1,12 @@
 """Reading and cleaning training history with Spark (CSV, Parquet, JSON lines; local or s3a://).
 
 The training job's first step; it lives with the other modules that run on Spark. Cleaning
-never drops silently: rows with a null or unparsable sensor, time or feature, readings outside
-``[data.valid_min, data.valid_max]`` and duplicate (sensor, time) rows are counted per reason,
-and the counts go into the training report and the bundle manifest.
+never drops silently: rows with a null or unparsable sensor, time or feature, readings outside a
+feature's valid range and duplicate (sensor, time) rows are counted per reason, and the counts
+go into the training report and the bundle manifest. Valid ranges are per feature: those
+configured in ``data.valid_ranges`` are applied by Spark, the others are learned from the history
+itself (``detect.ranges``: wide, from trimmed quantiles, so garbage cannot stretch them) and
+applied after collection; the ranges used go into the report (``valid_ranges``) and the bundle.
 """
 from __future__ import annotations
 
@@ -72,9 +75,17 @@ def load_clean(spark, settings: Settings, path: str, fmt: str = "auto",
     null_cond = F.col("sensor_id").isNull() | F.col("event_time").isNull()
     for f in d.features:
         null_cond = null_cond | F.col(f).isNull() | F.isnan(F.col(f))
+    from sentinel.detect import ranges as vr
+    try:
+        configured = vr.parse_configured(d.valid_ranges)
+    except ValueError as exc:
+        raise HistoryError(str(exc)) from None
     range_cond = F.lit(False)
-    for f in d.features:
-        range_cond = range_cond | (F.col(f) < d.valid_min) | (F.col(f) > d.valid_max)
+    for f, (lo, hi) in configured.items():
+        if f in d.features and lo is not None:
+            range_cond = range_cond | (F.col(f) < lo)
+        if f in d.features and hi is not None:
+            range_cond = range_cond | (F.col(f) > hi)
     flagged = typed.withColumn("_null", null_cond).withColumn("_range", ~F.col("_null") & range_cond)
     counts = flagged.agg(F.count("*").alias("rows"), F.sum(F.col("_null").cast("int")).alias("null"),
                          F.sum(F.col("_range").cast("int")).alias("range")).collect()[0]
@@ -85,9 +96,18 @@ def load_clean(spark, settings: Settings, path: str, fmt: str = "auto",
               "out_of_range": int(counts["range"] or 0)}
     n_good = int(counts["rows"]) - report["null_or_unparsable"] - report["out_of_range"]
     report["duplicates"] = n_good - len(pdf)
+    # Features without a configured range: a wide range learned from this history (detect.ranges).
+    try:
+        pdf, learned, n_learned = vr.clean_frame(pdf, list(d.features), d.valid_ranges)
+    except ValueError as exc:
+        raise HistoryError(str(exc)) from None
+    report["out_of_learned_range"] = n_learned
+    report["valid_ranges"] = learned
     report["rows_kept"] = len(pdf)
     pdf["event_time"] = pd.to_datetime(pdf["event_time"]).dt.tz_localize("UTC")
-    log.info("history %s: %d rows read, %d null/unparsable, %d out of range [%s, %s], %d duplicates, %d kept",
-             path, report["rows_read"], report["null_or_unparsable"], report["out_of_range"],
-             d.valid_min, d.valid_max, report["duplicates"], report["rows_kept"])
+    log.info("history %s: %d rows read, %d null/unparsable, %d out of a configured range, %d out of a learned "
+             "range (%s), %d duplicates, %d kept", path, report["rows_read"], report["null_or_unparsable"],
+             report["out_of_range"], n_learned,
+             ", ".join(f"{f} [{lo:.4g}, {hi:.4g}]" for f, (lo, hi) in learned.items()), report["duplicates"],
+             report["rows_kept"])
     return pdf, report
