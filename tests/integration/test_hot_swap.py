@@ -73,6 +73,8 @@ def test_promotions_switch_the_running_job_and_a_corrupt_bundle_is_refused(spark
             (reg / "promoted").write_text(pointer_text(version))
 
     sinks = build_sinks(settings)
+    # earlier tests' batches would satisfy the promoter's waits at once (run() clears this too late)
+    stream_writer.BATCHES_WRITTEN.clear()
     watcher = threading.Thread(target=promoter, daemon=True)
     try:
         watcher.start()
