@@ -25,6 +25,9 @@ def test_quality_benchmark_quick(tmp_path):
         net = res["network"]["summary"][role]
         assert {"ours: residual, network-wide", "time-of-day z-score (|z|>4)", "PCA SPE, POT 1e-4 (2-fold)"} <= set(net)
         assert "incident_precision" in net["ours: residual, network-wide"]["incidents"]
+        # the visible leaks with a spatial signature are a subset of the visible leaks
+        o = net["ours: residual, network-wide"]
+        assert 0 <= o["leaks_gt2_spatial_found"] <= o["leaks_gt2_spatial"] <= o["leaks_gt2"]
         assert res["small"][role]["ours: product defaults (residual)"][0]["info"]["kind"] == "residual"
     # on the rig the residual detector beats PCA T2's textbook limit (FAR 0.8-0.9 there)
     small = res["small"]["tuning"]
