@@ -42,6 +42,7 @@ def run_deploy(args, settings: Settings) -> int:
     if list(s.data.features) != bundle.features:
         raise ConfigError(f"model {start_ref} was trained on features {bundle.features} but data.features is "
                           f"{list(s.data.features)}: set data.features to match or deploy another model")
+    stream_query.check_bundle(s, bundle.manifest)   # a zone bundle that cannot stream: its sentence, before Spark
     sinks = build_sinks(s)
     registry = None
     if s.sinks.sensors_file:

@@ -80,24 +80,31 @@ def _strings(values):
     return values if isinstance(values, pa.Array) else pa.array(values, pa.string())
 
 
-def bucket_of(sensor_ids, buckets: int) -> np.ndarray:
+def bucket_of(sensor_ids, buckets: int, zone_of: dict[str, str] | None = None) -> np.ndarray:
     """Sensor id -> state bucket: CRC-32 of the UTF-8 id modulo ``buckets`` (stable across
-    processes and versions, unlike Python's hash). Hashes each distinct id once."""
+    processes and versions, unlike Python's hash). Hashes each distinct id once.
+
+    ``zone_of`` (zone bundles: member sensor -> zone): a member is hashed by its zone's name
+    instead, so every member of a zone lands in the zone's bucket (its state key); sensors
+    outside it keep their own bucket (the window state rejects them as ``unknown_sensor``).
+    """
     import zlib
     import pyarrow.compute as pc
     ids = _strings(sensor_ids if not isinstance(sensor_ids, np.ndarray) else sensor_ids.tolist())
     if len(ids) == 0:
         return np.empty(0, dtype=np.int64)
     encoded = pc.dictionary_encode(ids)
-    per_id = np.array([zlib.crc32(u.encode("utf-8")) % buckets for u in encoded.dictionary.to_pylist()],
-                      dtype=np.int64)
+    distinct = encoded.dictionary.to_pylist()
+    if zone_of is not None:
+        distinct = [zone_of.get(u, u) for u in distinct]
+    per_id = np.array([zlib.crc32(u.encode("utf-8")) % buckets for u in distinct], dtype=np.int64)
     return per_id[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
-def parse_chunks(raw, keys, data_settings, buckets: int):
+def parse_chunks(raw, keys, data_settings, buckets: int, zone_of: dict[str, str] | None = None):
     """Raw lines (Arrow array or list) -> a record batch of chunk rows (``CHUNK_SCHEMA``): one
     readings table per state bucket present, plus one rejects table (bucket ``REJECT_BUCKET``)
-    if any line failed to parse."""
+    if any line failed to parse. ``zone_of``: zone bundles' member -> zone (:func:`bucket_of`)."""
     import pyarrow as pa
     parsed = events.parse_batch(raw, data_settings, keys)
     bucket_col, blobs = [], []
@@ -107,7 +114,7 @@ def parse_chunks(raw, keys, data_settings, buckets: int):
         blobs.append(encode_table(rejects_table(parsed.reject_raw, parsed.reject_reason,
                                                 [None] * m, [None] * m, ["reject"] * m)))
     if len(parsed.sensor_id):
-        b = bucket_of(parsed.sensor_id, buckets)
+        b = bucket_of(parsed.sensor_id, buckets, zone_of)
         order = np.argsort(b, kind="stable")
         starts = np.flatnonzero(np.r_[True, np.diff(b[order]) != 0])
         for idx in np.split(order, starts[1:]):
@@ -118,12 +125,12 @@ def parse_chunks(raw, keys, data_settings, buckets: int):
     return pa.record_batch({"bucket": pa.array(bucket_col, pa.int32()), "rows": pa.array(blobs, pa.binary())})
 
 
-def _parse_batches(data_settings, buckets: int):
+def _parse_batches(data_settings, buckets: int, zone_of: dict[str, str] | None = None):
     def parse(batches):
         for batch in batches:
             names = batch.schema.names
             raw = batch.column(names.index("raw_bytes" if "raw_bytes" in names else "raw"))
-            yield parse_chunks(raw, batch.column(names.index("key")), data_settings, buckets)
+            yield parse_chunks(raw, batch.column(names.index("key")), data_settings, buckets, zone_of)
     return parse
 
 
@@ -152,6 +159,9 @@ def encode_bucket_state(sensor_ids, last_time: np.ndarray, tail_codes: np.ndarra
 def decode_bucket_state(blob: bytes, buckets: int, n_features: int):
     """Inverse of :func:`encode_bucket_state`: (sensor_ids, last_time, tail_codes, tail_times,
     tail_values). Stops with one sentence if the checkpoint was written with other settings."""
+    if bytes(blob[:1]) == b"{":
+        raise ValueError("the checkpoint's window state was written for a zone (network) bundle: deploy a zone "
+                         "bundle with it, or start from a new stream.checkpoint")
     table = decode_table(blob)
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     if meta.get("hash") != BUCKET_HASH:
@@ -171,3 +181,51 @@ def decode_bucket_state(blob: bytes, buckets: int, n_features: int):
     return (table.column("sensor_id").to_pandas().to_numpy(dtype=object),
             table.column("last_time").to_numpy().copy(), tail_codes, tail_times, tail_values)
 
+
+# Zone bundles' window state: per bucket, a JSON object with its zones' ``align.AlignState`` and
+# what they were aligned with, so a checkpoint written with another layout, grid or bucketing is
+# refused with one sentence instead of misread.
+ZONE_STATE_FORMAT = "zones/1"
+
+
+def layout_fingerprint(zones: dict[str, list[str]]) -> str:
+    """Short hash of a zone layout (zone -> ordered members): what a zone state was aligned for."""
+    import hashlib
+    import json
+    text = json.dumps({str(z): [str(m) for m in v] for z, v in zones.items()}, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def encode_zone_state(states: dict, fingerprint: str, interval_ns: int, buckets: int) -> bytes:
+    """One state bucket's zones (zone -> ``align.AlignState``) -> JSON bytes."""
+    import json
+    return json.dumps({"format": ZONE_STATE_FORMAT, "hash": BUCKET_HASH, "buckets": int(buckets),
+                       "layout": fingerprint, "interval_ns": int(interval_ns),
+                       "zones": {z: st.to_dict() for z, st in sorted(states.items())}},
+                      separators=(",", ":"), allow_nan=True).encode("utf-8")
+
+
+def decode_zone_state(blob: bytes, fingerprint: str, interval_ns: int, buckets: int) -> dict:
+    """Inverse of :func:`encode_zone_state`: zone -> ``align.AlignState``. Stops with one sentence
+    if the checkpoint was written for per-sensor windows, another layout, grid or bucketing."""
+    import json
+
+    from sentinel.detect.align import AlignState
+    if bytes(blob[:1]) != b"{":
+        raise ValueError("the checkpoint's window state was written for a per-sensor bundle, not a zone (network) "
+                         "bundle: deploy that kind of bundle with it, or start from a new stream.checkpoint")
+    d = json.loads(bytes(blob).decode("utf-8"))
+    if d.get("format") != ZONE_STATE_FORMAT or d.get("hash") != BUCKET_HASH:
+        raise ValueError("the checkpoint's zone window state was written by another version: start from a new "
+                         "stream.checkpoint")
+    if int(d["buckets"]) != buckets:
+        raise ValueError(f"stream.state_buckets is {buckets} but the checkpoint was written with "
+                         f"{d['buckets']}: set it back, or start from a new stream.checkpoint")
+    if d["layout"] != fingerprint:
+        raise ValueError("the model's zones (which sensors are aligned together) differ from those the checkpoint's "
+                         "window state was aligned for: start from a new stream.checkpoint for this model")
+    if int(d["interval_ns"]) != int(interval_ns):
+        raise ValueError(f"the model's sampling interval ({interval_ns / 1e9:g} s) differs from the one the "
+                         f"checkpoint's zone state was aligned on ({int(d['interval_ns']) / 1e9:g} s): start from "
+                         f"a new stream.checkpoint for this model")
+    return {z: AlignState.from_dict(st) for z, st in d["zones"].items()}

@@ -18,6 +18,12 @@ newest one accepted for its sensor becomes a ``duplicate`` or ``late`` reject. A
 watermark with ``dropDuplicatesWithinWatermark`` would drop such rows without a trace, so there
 is none; state stays bounded anyway (W-1 readings per sensor).
 
+Zone (network) bundles (``model.mode = "zone"``, :func:`check_bundle`) take the same stages
+with the zone as the unit: the parse step buckets every member of a zone by the zone's name, the
+state (``window_state.ZoneWindowProcessor``) continues each zone's ``align.AlignState`` per
+micro-batch and emits zone windows, and the UDF (``scoring_udf.score_zone_chunks``) scores them
+and returns one row per member that reported at the time step, keyed by the member's sensor id.
+
 Why it is fast (see benchmarks/throughput.py): after parsing, a row of the stream is a chunk
 of many readings (an Arrow IPC table), so the JVM shuffles and converts a few large values per
 micro-batch and PySpark's per-row Python (transformWithStateInPandas feeds its input through
@@ -39,7 +45,7 @@ from sentinel.detect.windows import NS_PER_S
 from sentinel.stream.chunks import CHUNK_SCHEMA, _parse_batches
 from sentinel.stream.scoring_udf import make_score_udf
 from sentinel.stream.source import read_source
-from sentinel.stream.window_state import STAGED_SCHEMA, WindowProcessor
+from sentinel.stream.window_state import STAGED_SCHEMA, WindowProcessor, ZoneConfig, ZoneWindowProcessor, zone_config
 from sentinel.stream.writer import BATCHES_WRITTEN, BatchWriter
 
 log = logging.getLogger("sentinel.stream")
@@ -58,6 +64,9 @@ def build_stream(spark, settings: Settings, bundle_path: str, manifest: dict, so
     scored window, not only the anomalies (for the S3 scores sink and tests)."""
     raw = source_df if source_df is not None else read_source(spark, settings)
     buckets = settings.stream.state_buckets
+    zones = check_bundle(settings, manifest)
+    if zones is not None:
+        return _zone_stream(raw, settings, bundle_path, zones, keep_scores)
     chunks = raw.mapInArrow(_parse_batches(settings.data, buckets), CHUNK_SCHEMA)
     # No Spark watermark or dropDuplicates here on purpose: both drop late rows silently.
     # The window state de-duplicates and orders per sensor instead, and rejects what it drops.
@@ -74,6 +83,34 @@ def build_stream(spark, settings: Settings, bundle_path: str, manifest: dict, so
         "s.model_error")
 
 
+def check_bundle(settings: Settings, manifest: dict) -> ZoneConfig | None:
+    """What the stream needs from a bundle's manifest, checked before Spark starts: None for a
+    per-sensor bundle, the zone window state's settings (``window_state.ZoneConfig``) for a zone
+    (network) bundle.
+
+    Raises:
+        ConfigError: the bundle cannot be streamed with these settings (one sentence: what, and the fix).
+    """
+    from sentinel.config import ConfigError
+    zones = zone_config(manifest, settings.stream.state_buckets)
+    if zones is not None and list(settings.data.features) != list(manifest["features"]):
+        raise ConfigError(f"zone model {manifest.get('version', '?')} was trained on features "
+                          f"{list(manifest['features'])} but data.features is {list(settings.data.features)}: "
+                          f"set data.features to match or deploy another model")
+    return zones
+
+
+def _zone_stream(raw, settings: Settings, bundle_path: str, zones: ZoneConfig, keep_scores: bool):
+    """:func:`build_stream` for a zone bundle: members bucketed by zone, zone windows aligned per
+    time step in the state (``align.align`` per micro-batch), scored per real member."""
+    buckets = settings.stream.state_buckets
+    chunks = raw.mapInArrow(_parse_batches(settings.data, buckets, zones.zone_of), CHUNK_SCHEMA)
+    staged = chunks.groupBy("bucket").transformWithStateInPandas(
+        ZoneWindowProcessor(zones), STAGED_SCHEMA, "Append", "None")
+    score = make_score_udf(bundle_path, settings.spark.python_threads, zones.length, 1, keep_scores, zones=True)
+    return staged.withColumn("s", score("windows")).select(
+        "bucket", "n_events", "n_warmup", "rejects", "s.n_scored", "s.anomalies", "s.scores", "s.max_time",
+        "s.model_error")
 
 
 def consumed_offsets(progress: dict) -> int | None:
