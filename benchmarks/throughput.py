@@ -626,10 +626,12 @@ def main(argv=None) -> int:
                          f"--only state --state-sensors 100000")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting for the job (repeatable), e.g. --set spark.driver_memory='\"1g\"'")
-    ap.add_argument("--driver-model", choices=("load", "none"), default="load",
-                    help="load: the driver loads the whole bundle, as `sentinel deploy` does today; none: it "
-                         "reads the bundle without the Keras model (no TensorFlow in the driver); only with "
-                         "stages that run no model in the driver (not model, baseline) and a cached bundle")
+    ap.add_argument("--driver-model", choices=("load", "none"),
+                    help="none: the driver reads the bundle without the Keras model (no TensorFlow in the "
+                         "driver), as `sentinel deploy` does; only with stages that run no model in the driver "
+                         "(not model, baseline) and a cached bundle; load: the driver loads the whole bundle "
+                         "(what the job did before it read the manifest only). Default: none when the stages "
+                         "allow it and a bundle is cached, else load")
     ap.add_argument("--sinks", default="sqlite,postgres", help="sinks for the end-to-end runs")
     ap.add_argument("--json", default="reports/throughput.json")
     ap.add_argument("--quick", action="store_true", help="tiny load (smoke test)")
@@ -644,6 +646,9 @@ def main(argv=None) -> int:
         args.step_rates, args.step_seconds = [100.0, 200.0], 8.0
         args.serving_windows, args.serving_repeats = 3000, 1
     run = [st for st in STAGES if st in args.only]
+    cache = ROOT / "models" / f"bench-{args.sensors}{'-quick' if args.quick else ''}"
+    if args.driver_model is None:   # the product's driver, unless a stage needs the model there or none is cached
+        args.driver_model = "load" if {"model", "baseline"} & set(run) or not (args.model or cache.is_dir()) else "none"
     from sentinel.stream import spark as sparkmod
     settings = load_settings(None, [f"sinks.enabled={json.dumps(args.sinks.split(','))}", "spark.log_level='ERROR'",
                                     "source.kafka.max_offsets_per_trigger=100000", *args.overrides])
@@ -651,7 +656,6 @@ def main(argv=None) -> int:
         if {"model", "baseline"} & set(run):
             ap.error("--driver-model none: the model and baseline stages run a model in the driver; "
                      "leave them out with --only")
-        cache = ROOT / "models" / f"bench-{args.sensors}{'-quick' if args.quick else ''}"
         bundle = without_model(str(resolve_bundle(args.model or str(cache))))
     else:
         bundle = get_bundle(args)
