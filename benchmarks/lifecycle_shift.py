@@ -1,7 +1,7 @@
 """A lasting demand shift with and without retraining: false alarms per day and events found.
 
     .venv/bin/python benchmarks/lifecycle_shift.py [--shift 0.15] [--json out.json]
-    .venv/bin/python benchmarks/lifecycle_shift.py --simulator sentinel.ingest.network:simulate
+    .venv/bin/python benchmarks/lifecycle_shift.py --network Net1 [--leaks-per-week 3]
 
 Timeline (days from the start of the simulated series; defaults):
 
@@ -33,6 +33,15 @@ anomalies_per_sensor_week=, demand_shift=, shift_at=)`` and return an object wit
 (sensor_id, timestamp, pressure, is_anomaly, anomaly_type) and ``episodes`` (sensor_id,
 anomaly_type, start, end), as ``sentinel.ingest.synthetic.simulate`` does. ``--quick`` shrinks it
 for a smoke run. Prints a table; ``--json`` writes every figure.
+
+``--network NAME`` runs the WNTR/EPANET network simulator instead (``sentinel.ingest.network``:
+a network WNTR ships, such as Net1, ky4 or Net6, or an .inp file; hydraulics cached in
+``.cache/network-sims``) with the demand shift of ``simulate_network(demand_shift=, shift_at=)``.
+Its events are network-wide, so ``--leaks-per-week``, ``--faults-per-week`` and
+``--operational-per-week`` set their rates and ``--anomalies`` is not used; ``--sensors`` defaults
+to the network's own count. A leak there is one event seen by several sensors (an episode per
+affected sensor): besides episodes, leaks and bursts are also counted as events, found when any
+of their episodes is.
 """
 from __future__ import annotations
 
@@ -70,6 +79,31 @@ def load_simulator(spec: str):
     return getattr(importlib.import_module(module), func or "simulate")
 
 
+def network_simulator(network: str, leaks_per_week: float, faults_per_week: float, operational_per_week: float):
+    """``simulate_network`` of ``network`` behind the signature above (``anomalies_per_sensor_week``
+    unused: the network's event rates are given here; ``n_sensors`` None = the network's default)."""
+    from sentinel.ingest.network import simulate_network
+
+    def simulate(n_sensors=None, days=42.0, interval_s=300, seed=7, start=None, anomalies_per_sensor_week=None,
+                 demand_shift=0.0, shift_at=None):
+        return simulate_network(network, days=days, interval_s=interval_s, seed=seed, start=start or START.isoformat(),
+                                sensors=n_sensors,
+                                leaks_per_week=leaks_per_week, faults_per_week=faults_per_week,
+                                operational_per_week=operational_per_week, demand_shift=demand_shift,
+                                shift_at=shift_at)
+    return simulate
+
+
+def _episodes_found(eps: pd.DataFrame, f: pd.DataFrame) -> np.ndarray:
+    """Per episode: a flag of its sensor inside [start, end] (``evaluate.episode_metrics``' rule)."""
+    by_sensor = {sid: np.sort(g["timestamp"].astype("int64").to_numpy()) for sid, g in f.groupby("sensor_id")}
+    out = []
+    for ep in eps.itertuples(index=False):
+        ts = by_sensor.get(ep.sensor_id, np.empty(0, dtype=np.int64))
+        out.append(np.searchsorted(ts, ep.end.value, side="right") > np.searchsorted(ts, ep.start.value, side="left"))
+    return np.array(out, dtype=bool)
+
+
 def score(bundle, readings: pd.DataFrame, settings, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
     """Flags of ``bundle`` on readings in [start, end), windows fed by the readings before start."""
     span = pd.Timedelta(seconds=int(bundle.manifest["window"]["interval_s"])) * bundle.length * 2
@@ -89,12 +123,20 @@ def phase_figures(flags: pd.DataFrame, episodes: pd.DataFrame, start, end, tol: 
     days = (end - start) / pd.Timedelta(days=1)
     m = evaluate.episode_metrics(episodes, f, tol, tol, days * sensors)  # false alarms: against every episode
     found = evaluate.episode_metrics(eps, f, tol, tol) if len(eps) else None
-    leaks = found["per_type"].get("leak", {"episodes": 0, "found": 0}) if found else {"episodes": 0, "found": 0}
-    return {"days": round(days, 2), "false_alarms": m["false_episodes"],
-            "false_alarms_per_day": m["false_episodes"] / days,
-            "false_alarms_per_sensor_day": m["false_alarms_per_sensor_day"],
-            "events": int(len(eps)), "events_found": found["episodes_found"] if found else 0,
-            "leaks": leaks["episodes"], "leaks_found": leaks["found"]}
+    none = {"episodes": 0, "found": 0}
+    leaks = found["per_type"].get("leak", none) if found else none
+    bursts = found["per_type"].get("burst", none) if found else none
+    out = {"days": round(days, 2), "false_alarms": m["false_episodes"],
+           "false_alarms_per_day": m["false_episodes"] / days,
+           "false_alarms_per_sensor_day": m["false_alarms_per_sensor_day"],
+           "events": int(len(eps)), "events_found": found["episodes_found"] if found else 0,
+           "leaks": leaks["episodes"], "leaks_found": leaks["found"],
+           "bursts": bursts["episodes"], "bursts_found": bursts["found"]}
+    if "event_id" in eps:  # network simulator: one leak = one event over its affected sensors' episodes
+        lk = eps[eps["anomaly_type"].isin(["leak", "burst"])]
+        hit = pd.Series(_episodes_found(lk, f), index=lk.index).groupby(lk["event_id"]).any()
+        out.update(leak_events=hit.size, leak_events_found=int(hit.sum()))
+    return out
 
 
 def incidents_from(flags: pd.DataFrame, episodes: pd.DataFrame, gap: pd.Timedelta, tol: pd.Timedelta,
@@ -120,7 +162,14 @@ def _rec(f: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--simulator", default="sentinel.ingest.synthetic:simulate", help="MODULE:FUNCTION (default: synthetic)")
-    ap.add_argument("--sensors", type=int, default=10)
+    ap.add_argument("--network", metavar="NAME|FILE.inp",
+                    help="run the WNTR network simulator on this network (Net1, ky4, Net6 ...) instead of --simulator")
+    ap.add_argument("--leaks-per-week", type=float, default=3.0,
+                    help="--network: leaks and bursts per week (default: 3)")
+    ap.add_argument("--faults-per-week", type=float, default=2.0, help="--network: sensor faults per week (default: 2)")
+    ap.add_argument("--operational-per-week", type=float, default=1.0,
+                    help="--network: pump schedule changes and valve closures per week (default: 1)")
+    ap.add_argument("--sensors", type=int, default=None, help="default: 10; --network: the network's own count")
     ap.add_argument("--history-days", type=float, default=21.0)
     ap.add_argument("--phase-days", type=float, default=7.0, help="length of each live phase (default: 7)")
     ap.add_argument("--shift", type=float, default=0.15, help="relative demand change (default: 0.15 = +15 %%)")
@@ -132,7 +181,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.quick:
-        args.sensors, args.history_days, args.phase_days = 4, 8.0, 3.0
+        args.sensors, args.history_days, args.phase_days = args.sensors or 4, 8.0, 3.0
+    if args.sensors is None and not args.network:
+        args.sensors = 10
     overrides = (QUICK if args.quick else ["train.report=false"]) + args.overrides
     if args.quick:
         overrides += ["lifecycle.window_days=10", "lifecycle.holdout_days=1.5"]
@@ -142,7 +193,11 @@ def main(argv=None) -> int:
     live = START + pd.Timedelta(days=args.history_days)
     shift_at, retrain_at = live + pd.Timedelta(days=args.phase_days), live + pd.Timedelta(days=2 * args.phase_days)
     end = live + pd.Timedelta(days=3 * args.phase_days)
-    simulate = load_simulator(args.simulator)
+    if args.network:
+        args.simulator = f"network {args.network}"
+        simulate = network_simulator(args.network, args.leaks_per_week, args.faults_per_week, args.operational_per_week)
+    else:
+        simulate = load_simulator(args.simulator)
     net = simulate(n_sensors=args.sensors, days=(end - START) / pd.Timedelta(days=1), interval_s=settings.window.interval_s,
                    seed=args.seed, start=START.isoformat(), anomalies_per_sensor_week=args.anomalies,
                    demand_shift=args.shift, shift_at=shift_at.isoformat())
@@ -152,7 +207,11 @@ def main(argv=None) -> int:
     episodes = net.episodes.copy()
     for c in ("start", "end"):
         episodes[c] = pd.to_datetime(episodes[c], utc=True)
-    print(f"{args.simulator}: {args.sensors} sensors, {len(episodes)} episodes; demand {args.shift:+.0%} from "
+    args.sensors = int(readings["sensor_id"].nunique())  # the network simulator chooses its own count
+    rates = (f" (leaks {args.leaks_per_week:g}, faults {args.faults_per_week:g}, operational "
+             f"{args.operational_per_week:g} a week; {len(net.events)} events)" if args.network else "")
+    print(f"{args.simulator}: {args.sensors} sensors, {len(episodes)} episodes{rates}; simulated in "
+          f"{time.time() - t_run:.0f} s; demand {args.shift:+.0%} from "
           f"{shift_at:%Y-%m-%d}; retrain on {retrain_at:%Y-%m-%d} (window {lc.window_days:g} d, "
           f"held out {lc.holdout_days:g} d, --promote auto)", flush=True)
 
@@ -168,6 +227,10 @@ def main(argv=None) -> int:
     phases = {"before shift": (live, shift_at), "after shift": (shift_at, retrain_at), "after retrain": (retrain_at, end)}
 
     results = {"settings": {"simulator": args.simulator, "sensors": args.sensors, "shift": args.shift,
+                            "network_rates": {"leaks_per_week": args.leaks_per_week,
+                                              "faults_per_week": args.faults_per_week,
+                                              "operational_per_week": args.operational_per_week}
+                            if args.network else None,
                             "seed": args.seed, "shift_at": str(shift_at), "retrain_at": str(retrain_at),
                             "window_days": lc.window_days, "holdout_days": lc.holdout_days,
                             "overrides": overrides}, "variants": {}}
@@ -220,6 +283,16 @@ def main(argv=None) -> int:
     total = results["variants"]["no retrain"]["after shift"]["events"] + results["variants"]["no retrain"]["after retrain"]["events"]
     print("FA/day: false alarm episodes per day over the network (per sensor-day); events found after the shift "
           "(both phases): " + ", ".join(f"{n} {k}/{total}" for n, k in after.items()))
+    print("after the shift (both phases), found / injected:")
+    for n, v in results["variants"].items():
+        a, b = v["after shift"], v["after retrain"]
+        line = (f"  {n:<36} episodes {a['events_found'] + b['events_found']}/{a['events'] + b['events']}, "
+                f"leak episodes {a['leaks_found'] + b['leaks_found']}/{a['leaks'] + b['leaks']}, "
+                f"burst episodes {a['bursts_found'] + b['bursts_found']}/{a['bursts'] + b['bursts']}")
+        if "leak_events" in a:
+            line += (f", leak+burst events {a['leak_events_found'] + b['leak_events_found']}/"
+                     f"{a['leak_events'] + b['leak_events']}")
+        print(line)
     print(f"\nrun time {time.time() - t_run:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))

@@ -30,7 +30,9 @@ Hydraulic model
   (network-wide AR(1) over days, sd 4 %, plus 2.5 % per group), a slow intra-day wander (AR(1),
   90 min, sd 2 % network-wide + 3 % per group) and 2 % white noise per step. Junctions are
   grouped by (zone, original pattern) and each group has its own seeded pattern over the horizon,
-  so demand noise is spatially correlated as in a real city.
+  so demand noise is spatially correlated as in a real city. ``demand_shift`` (e.g. 0.15) then
+  multiplies every group's pattern by 1 + shift from ``shift_at`` on: a lasting, unlabelled change
+  (growth, a new district) that a retrained model should absorb.
 * Pumps, tanks and valves follow the network's controls, with two repairs. Absolute-time
   controls that repeat a daily schedule (Net3's pump 10, written for one week) become clock-time
   controls. A tank-level control set exactly at a tank's max (min) level can never fire, since
@@ -268,6 +270,7 @@ def simulate_network(network: str | os.PathLike = "Net1", days: float = 14, inte
                      noise_sd_m: tuple[float, float] = (0.03, 0.08), resolution_m: float = 0.01,
                      label_noise_factor: float = 2.0, required_pressure_m: float = 15.0,
                      warmup_s: int = 6 * 3600, spinup_s: int = 86400, settle_days: float = 7.0,
+                     demand_shift: float = 0.0, shift_at: str | pd.Timestamp | float | None = None,
                      cache_dir: str | os.PathLike | None = None, cache: bool = True,
                      workers: int | None = None) -> NetworkSim:
     """Simulate pressure sensors on a real network with leaks, operational events and faults.
@@ -295,6 +298,14 @@ def simulate_network(network: str | os.PathLike = "Net1", days: float = 14, inte
         spinup_s: hydraulic spin-up at ``interval_s`` simulated before ``start`` and not output.
         settle_days: length of the hourly-step pre-run that sets the tanks' initial levels (0: the
             INP's levels).
+        demand_shift: a lasting change of every junction's demand, as a fraction (0.15: +15 %;
+            default 0, none): demand is multiplied by ``1 + demand_shift`` from ``shift_at`` on.
+            Unlabelled (it is not an anomaly). The readings before ``shift_at`` are those of the
+            unshifted run (leaks are sized on the unshifted demand, spikes on the pressures before
+            the shift), except around an event still running at ``shift_at``, which is calibrated
+            on what it sees.
+        shift_at: when the shift starts: a timestamp (UTC if naive) or days from ``start`` as a
+            number, within the output series (default: ``start``).
         cache_dir: where hydraulic results are cached (default ``.cache/network-sims``).
         cache: False to neither read nor write the cache.
         workers: threads for the event-alone runs (default: CPU count).
@@ -314,6 +325,7 @@ def simulate_network(network: str | os.PathLike = "Net1", days: float = 14, inte
         raise NetworkSimError("spinup_s must be a multiple of interval_s and warmup_s not negative")
     t0 = pd.Timestamp(start)
     t0 = t0.tz_localize("UTC") if t0.tzinfo is None else t0.tz_convert("UTC")
+    shift = _demand_shift(demand_shift, shift_at, t0, days)
     data = path.read_bytes()
     params = dict(days=float(days), interval_s=interval_s, seed=int(seed), start=t0.isoformat(),
                   sensors=None if sensors is None else int(sensors), clean_days=float(clean_days),
@@ -322,6 +334,8 @@ def simulate_network(network: str | os.PathLike = "Net1", days: float = 14, inte
                   noise_sd_m=[float(v) for v in noise_sd_m], label_noise_factor=float(label_noise_factor),
                   required_pressure_m=float(required_pressure_m), warmup_s=int(warmup_s),
                   spinup_s=int(spinup_s), settle_days=float(settle_days))
+    if shift is not None:  # only then: cache files of unshifted runs keep their keys
+        params.update(demand_shift=shift[1], shift_at=shift[0].isoformat())
     key = hashlib.sha256(json.dumps({"net": hashlib.sha256(data).hexdigest(), "params": params,
                                      "wntr": wntr.__version__, "v": CACHE_VERSION},
                                     sort_keys=True).encode()).hexdigest()[:24]
@@ -349,7 +363,8 @@ def simulate_network(network: str | os.PathLike = "Net1", days: float = 14, inte
     t_post = time.perf_counter()
     sim = _assemble(hyd, params, faults_per_week, resolution_m)
     info = dict(hyd["info"])
-    info.update(cache_hit=cache_hit, cache_file=str(cfile) if cache else None,
+    info.update(demand_shift=shift[1] if shift else 0.0, shift_at=shift[0] if shift else None,
+                cache_hit=cache_hit, cache_file=str(cfile) if cache else None,
                 post_s=round(time.perf_counter() - t_post, 3),
                 total_s=round(time.perf_counter() - t_total, 3))
     log.info("%s: %d readings from %d sensors, %d events (%s) in %.1f s%s", label, len(sim.readings),
@@ -357,6 +372,40 @@ def simulate_network(network: str | os.PathLike = "Net1", days: float = 14, inte
              ", ".join(f"{k} {v}" for k, v in sim.events["kind"].value_counts().sort_index().items()),
              info["total_s"], " (cached hydraulics)" if cache_hit else "")
     return NetworkSim(sim.readings, sim.episodes, sim.sensors, sim.events, sim.impacts, info)
+
+
+def _demand_shift(demand_shift, shift_at, t0: pd.Timestamp, days: float) -> tuple[pd.Timestamp, float] | None:
+    """(when, fraction) of a validated demand shift, or None when there is none."""
+    try:
+        frac = float(demand_shift)
+    except (TypeError, ValueError):
+        raise NetworkSimError(f"demand_shift must be a number (0.15 = +15 %), not {demand_shift!r}") from None
+    if not math.isfinite(frac) or frac <= -1.0:
+        raise NetworkSimError(f"demand_shift must be a fraction above -1 (0.15 = +15 %), not {demand_shift!r}")
+    if frac == 0.0:
+        return None
+    end = t0 + pd.Timedelta(days=float(days))
+    if shift_at is None:
+        at = t0
+    elif isinstance(shift_at, (int, float)) and not isinstance(shift_at, bool):
+        at = t0 + pd.Timedelta(days=float(shift_at))
+    else:
+        try:
+            at = pd.Timestamp(shift_at)
+        except (TypeError, ValueError):
+            raise NetworkSimError(f"shift_at must be a timestamp or days from start, not {shift_at!r}") from None
+        at = at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")
+    if not t0 <= at < end:
+        raise NetworkSimError(f"shift_at must lie within the simulated series ({t0.isoformat()} to "
+                              f"{end.isoformat()}), not {at.isoformat()}")
+    return at, frac
+
+
+def _shifted(p: dict, times: pd.DatetimeIndex) -> int:
+    """Index of the first of ``times`` under the demand shift (len(times) when there is none)."""
+    if not p.get("demand_shift"):
+        return len(times)
+    return int(times.searchsorted(pd.Timestamp(p["shift_at"])))
 
 
 # --------------------------------------------------------------------------------------------
@@ -466,8 +515,10 @@ def _ar1(rng, n: int, phi: float, sd: float) -> np.ndarray:
     return x
 
 
-def _demand_patterns(wn, zone_of: dict[str, int], times: pd.DatetimeIndex, dt: int, seed: int) -> int:
-    """Give every junction demand a (zone, original pattern) group pattern over the horizon."""
+def _demand_patterns(wn, zone_of: dict[str, int], times: pd.DatetimeIndex, dt: int, seed: int,
+                     demand_shift: tuple[int, float] | None = None) -> int:
+    """Give every junction demand a (zone, original pattern) group pattern over the horizon;
+    ``demand_shift`` = (first step, fraction) multiplies it by 1 + fraction from that step on."""
     old_step = int(wn.options.time.pattern_timestep)
     default = wn.options.hydraulic.pattern
     originals = {name: np.asarray(wn.get_pattern(name).multipliers, float) for name in wn.pattern_name_list}
@@ -515,9 +566,11 @@ def _demand_patterns(wn, zone_of: dict[str, int], times: pd.DatetimeIndex, dt: i
                 day = common_day + grng.normal(0.0, 0.025, n_days)
                 wander = common_wander + _ar1(grng, n, math.exp(-dt / 5400.0), 0.03)
                 white = np.clip(1.0 + grng.normal(0.0, 0.02, n), 0.0, None)
-                values = np.clip(base[pn] * np.exp(day[day_no] + wander) * white, 0.0, None)
+                values = np.round(np.clip(base[pn] * np.exp(day[day_no] + wander) * white, 0.0, None), 5)
+                if demand_shift is not None:  # after the noise draws: the steps before are unchanged
+                    values[demand_shift[0]:] *= 1.0 + demand_shift[1]
                 names[g] = f"SNT{pat_index[pn]}Z{g[0]}"
-                wn.add_pattern(names[g], list(np.round(values, 5)))
+                wn.add_pattern(names[g], list(values))
             ts.pattern_name = names[g]
     return len(names)
 
@@ -943,7 +996,9 @@ def _prepare(label: str, path: Path, t0: pd.Timestamp, p: dict) -> _Prepared:
     k_zones = max(1, min(k_zones, len(juncs)))
     zone_of = _zones(wn, full, pipes, k_zones, seed)
     sim_times = pd.date_range(sim_start, periods=ns + n, freq=pd.Timedelta(seconds=dt))
-    n_groups = _demand_patterns(wn, zone_of, sim_times, dt, seed)
+    k_shift = _shifted(p, sim_times)
+    n_groups = _demand_patterns(wn, zone_of, sim_times, dt, seed,
+                                (k_shift, p["demand_shift"]) if k_shift < len(sim_times) else None)
     o.time.pattern_timestep = dt
     return _Prepared(wn, juncs, n_sensors, full, zone_of, k_zones, n_groups, converted, sim_times, fixed)
 
@@ -1078,7 +1133,7 @@ def _hydraulics(label: str, path: Path, t0: pd.Timestamp, p: dict, workers: int 
 
         # Event-alone runs (parallel threads: EPANET 2.2 projects are independent; ctypes drops the GIL).
         tic = time.perf_counter()
-        mean_demand = _mean_system_demand(wn, sim_times)
+        mean_demand = _mean_system_demand(wn, _shifted(p, sim_times), p.get("demand_shift", 0.0))
         q_cap = min(0.25 * mean_demand, 60.0) if mean_demand > 0 else 60.0
         jobs = [(e, base, rec_nodes, noise, q_cap, 0.01 * mean_demand, n, p["label_noise_factor"])
                 for e in hyd_events]
@@ -1107,6 +1162,7 @@ def _hydraulics(label: str, path: Path, t0: pd.Timestamp, p: dict, workers: int 
 
     sensors["mean_pressure_m"] = np.round(np.nanmean(base.pressure[ns:, :n_sensors], axis=0), 2)
     times = pd.date_range(t0, periods=n, freq=pd.Timedelta(seconds=dt))
+    k_out = _shifted(p, times) or n  # spike sizes from the pressures before a demand shift
     info = dict(network=label, network_file=str(path), seed=seed, start=t0, end=times[-1], days=p["days"],
                 interval_s=dt, clean_days=p["clean_days"],
                 events_from=t0 + pd.Timedelta(seconds=p["clean_days"] * 86400),
@@ -1121,7 +1177,7 @@ def _hydraulics(label: str, path: Path, t0: pd.Timestamp, p: dict, workers: int 
     return dict(times=times, sensors=sensors, pressure=P, nearest=nearest, zone_of=zone_of, link_node=link_node,
                 # plain dicts and arrays only: the cache must not depend on this module's classes
                 alone=[dict(a, event=dataclasses.asdict(a["event"])) for a in alone], dt=dt, n=n, seed=seed, info=info,
-                sensor_mean=np.nanmean(base.pressure[ns:, :n_sensors], axis=0))
+                sensor_mean=np.nanmean(base.pressure[ns:ns + k_out, :n_sensors], axis=0))
 
 
 def _settle_tanks(label: str, path: Path, sim_start: pd.Timestamp, p: dict, tmpdir: str) -> dict[str, float]:
@@ -1138,13 +1194,17 @@ def _settle_tanks(label: str, path: Path, sim_start: pd.Timestamp, p: dict, tmpd
     return {t: float(v) for t, v in res.node["pressure"][tanks].iloc[-1].items()}
 
 
-def _mean_system_demand(wn, sim_times) -> float:
-    """Mean total junction demand in L/s over the horizon (from the patterns, full service)."""
+def _mean_system_demand(wn, k_shift: int, shift: float = 0.0) -> float:
+    """Mean total junction demand in L/s over the horizon (from the patterns, full service)
+    without a demand shift from step ``k_shift`` on: leaks are sized as in the unshifted run."""
     total = 0.0
     for j in wn.junction_name_list:
         for ts in wn.get_node(j).demand_timeseries_list:
             pat = wn.get_pattern(ts.pattern_name) if ts.pattern_name in wn.pattern_name_list else None
-            mult = float(np.mean(pat.multipliers)) if pat is not None else 1.0
+            m = np.asarray(pat.multipliers, float) if pat is not None else np.ones(1)
+            if k_shift < m.size:
+                m = np.concatenate([m[:k_shift], m[k_shift:] / (1.0 + shift)])
+            mult = float(np.mean(m))
             total += ts.base_value * mult
     return total * 1000.0 * float(wn.options.hydraulic.demand_multiplier)
 
