@@ -81,3 +81,39 @@ def test_the_incident_sentence_names_zone_sensors_first_worst_and_why():
         "Burst in zone Norte: 2 sensors (PT-0003 60 %, PT-0011 40 %); first PT-0003 at 2026-01-20 00:00 UTC; "
         "biggest deviation PT-0003: 22.1 m read, 40.3 m expected (\u221218.2 m, drop); 7 flagged readings, "
         "peak severity 30.0; why burst: sudden drop (41x the usual step) seen by 2 sensors")
+
+
+def test_each_injected_event_is_shown_beside_its_incident_and_false_ones_after():
+    truth = pd.DataFrame([
+        {"sensor_id": "A", "anomaly_type": "burst", "start": T + 10 * H, "end": T + 11 * H},
+        {"sensor_id": "B", "anomaly_type": "leak", "start": T + 12 * H, "end": T + 13 * H},
+        {"sensor_id": "C", "anomaly_type": "stuck", "start": T + 14 * H, "end": T + 15 * H},
+    ])
+    incidents = pd.DataFrame([
+        incident("INC-a", "burst", [("A", T + 10.25 * H, T + 11 * H)]) | {"zone": "Norte", "peak_severity": 3.04,
+                                                                          "explanation": "Burst in zone Norte"},
+        incident("INC-b", "sensor_fault", [("B", T + 12.5 * H, T + 13 * H)]) | {"zone": None, "peak_severity": 1.6,
+                                                                                "explanation": "x" * 50},
+        incident("INC-f", "unknown", [("A", T + 20 * H, T + 21 * H)]) | {"zone": None, "peak_severity": 1.2,
+                                                                         "explanation": "nothing injected"},
+    ])
+    m = evaluate.incident_metrics(truth, incidents, pd.Timedelta(minutes=30))
+    ev = m["per_event"].set_index("sensors")
+    assert ev.loc["A", "delay_s"] == 15 * 60 and ev.loc["B", "delay_s"] == 30 * 60
+    assert pd.isna(ev.loc["C", "delay_s"]) and ev.loc["C", "incident_id"] is None
+    assert m["false_incident_ids"] == ["INC-f"]
+    text = evaluate.format_events(m, incidents, explain_chars=20)
+    lines = text.splitlines()
+    a = next(line for line in lines if "INC-a" in line)
+    assert a.split()[:2] == ["1", "burst"] and "burst" in a and " ok " in a and "Norte" in a and "+15m" in a
+    assert "3.0" in a and "01-20 10:15" in a                      # opened at the event's sensor first alarm
+    b = next(line for line in lines if "INC-b" in line)
+    assert "!=lea" in b and "+30m" in b                           # a leak reported as a sensor fault
+    assert lines[lines.index(b) + 1].strip() == "x" * 19 + "\u2026"  # explanation cut to 20 characters
+    assert "(no incident: missed)" in next(line for line in lines if line.split()[:2] == ["3", "stuck"])
+    assert "incidents matching no injected event: 1" in text
+    assert "false" in next(line for line in lines if "INC-f" in line)
+    assert "Burst in zone" not in evaluate.format_events(m, incidents, explain_chars=0)
+    sentence = ("Burst in zone Norte: 2 sensors (A 60 %, B 40 %); first A at 2026-01-20 10:15 UTC; biggest deviation A: "
+                "22.1 m read, 40.3 m expected; 7 flagged readings, peak severity 3.0; why burst: sudden drop")
+    assert evaluate._why(sentence) == "biggest deviation A: 22.1 m read, 40.3 m expected; why burst: sudden drop"
