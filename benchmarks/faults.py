@@ -4,13 +4,15 @@
     .venv/bin/python benchmarks/faults.py --quick       # the short ones on a tiny feed (make test)
     .venv/bin/python benchmarks/faults.py --only sigkill,disk-full [--keep] [--json FILE]
 
-The runner starts its own Kafka, PostgreSQL and S3 server (``scripts/services/``, state under
-``<cache>/faults``, ports 39092/39093/55434/39000 or free ones when taken), so it never
-disturbs other services on the machine, and stops them at the end. It trains (once, cached in
-``models/bench-faults``) a model on the simulator's network, then, per scenario:
+The runner starts its own Kafka, PostgreSQL and S3 server (``scripts/services/``, on ports the
+kernel picks, state in a fresh folder of the system's temp dir or ``--cache-dir``), so it never
+meets the suite's services, a developer's, or another run's, and it stops everything it started
+at the end, also after an error or a SIGTERM (``--cleanup --cache-dir DIR`` ends what a runner
+that was SIGKILLed left). It trains (once, cached in ``models/bench-faults``) a model on the
+simulator's network, then, per scenario:
 
 1. produces the feed to a fresh topic: 20 sensors x 2 days of 5-minute readings (``--quick``:
-   4 sensors, 1 day) with about 1 % malformed lines mixed in (not JSON, binary, empty, null,
+   4 sensors, 1 day, see ``QUICK``) with about 1 % malformed lines mixed in (not JSON, binary, empty, null,
    bad fields), keyed by sensor, 2 partitions;
 2. runs the deploy job (``sentinel deploy`` or ``spark-submit jobs/deploy.py``, a subprocess in
    its own process group) with its own checkpoint, SQLite file, PostgreSQL schema, S3 prefix
@@ -21,23 +23,30 @@ disturbs other services on the machine, and stops them at the end. It trains (on
 
 Scenarios:
 
-- ``sigkill``: SIGKILL of the job's process group three times at random points, one of them
+- ``sigkill``: SIGKILL of the job's process group twice (``--long``: three times) at random points, one of them
   while the sinks write (a micro-batch already in the SQLite store, not yet committed by Spark);
-- ``postgres-down``: PostgreSQL stopped for 60 s mid-stream (``postgres.sh stop`` / ``start``):
+- ``postgres-down``: PostgreSQL stopped for 30 s (``--long``: 60 s) mid-stream (``postgres.sh stop`` / ``start``):
   the sink's retries appear in the log, the batch fails after them, the job exits with one
   sentence and is restarted until it completes;
-- ``s3-down``: the S3 endpoint down for 60 s, the same way. moto keeps objects in memory only
+- ``s3-down``: the S3 endpoint down for 30 s (60 s), the same way. moto keeps objects in memory only
   (stopping it would delete the store itself, which real S3 or MinIO never do), so the endpoint
   the job uses is a TCP proxy in front of moto, and "down" is the proxy stopped: connections
   refused, data kept;
 - ``kafka-restart``: the broker restarted mid-stream (``kafka.sh restart``);
-- ``malformed-flood``: a separate producer process sends 5,000 bad lines/s for 60 s (not JSON,
+- ``malformed-flood``: a separate producer process sends 5,000 bad lines/s for 30 s (60 s) (not JSON,
   binary, 1 MB lines, NaN/Infinity, hostile sensor ids, timestamps after 2099) while the valid
   feed flows; every bad line must be a reject, the 1 MB ones ``too_large`` and kept truncated
   to ``data.max_line_bytes``, and the job must never stop;
 - ``disk-full``: the SQLite store on a small tmpfs, filled mid-stream: the batch fails with one
   sentence naming the store and the fix, nothing of it is in the file (its transaction rolled
   back), and after the space is freed the restarted job completes.
+
+``--quick`` (make test, tests/e2e/test_faults.py) runs one chain on 4 sensors x 1 day: the
+reference first (a reference beside the first attempt was tried: on a loaded 2-core machine
+both slowed past the attempt timeout), a SIGKILL while the sinks write batch 1, PostgreSQL
+down for 5 s (less than the sink's 6 retries: the job carries on), the SQLite disk full (root
+only): 3 attempts. Each attempt is a Spark start-up: 12 to 18 minutes in all on a 2-core
+machine at load 3 to 12 (docs/faults.md), over the 4 minutes make test would want.
 
 Checked per scenario: events sent = the sum of ``events`` in each store's ``batches`` table,
 and there scored + warm-up + rejects = events; in every store the anomaly keys and the
@@ -65,7 +74,7 @@ import time
 import uuid
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,26 +117,33 @@ class Plan:
     tmpfs_mb: int              # size of the disk-full scenario's tmpfs
     pg_retries: int            # sinks.postgres.retries (the product default is 5)
     model: str                 # cached bundle under models/
+    pg_survive: bool = False   # PostgreSQL back within the sink's retries (no failed batch)
     train: dict = field(default_factory=dict)
     train_overrides: tuple = ()
     attempt_timeout_s: float = 900.0  # an attempt running longer is a hang (killed, scenario fails)
 
 
+# make bench-faults: every scenario in about 15-25 minutes on 2 cores (each restart is a Spark
+# start-up, a minute or more); --long: the sizes of issue 19 (3 SIGKILLs, 60 s outages and flood).
 FULL = Plan("full", sensors=20, days=2, seed=7, start="2026-01-19T00:00:00Z", anomalies_per_week=3.0, bad_rate=0.01,
-            max_offsets=400, kills=3, outage_s=60, flood_rate=5000, flood_s=60, big_every=5000, tmpfs_mb=64,
+            max_offsets=400, kills=2, outage_s=30, flood_rate=5000, flood_s=30, big_every=5000, tmpfs_mb=64,
             pg_retries=5, model="bench-faults",
             train=dict(n_sensors=20, days=3, interval_s=300, seed=7, start="2026-01-16T00:00:00Z",
                        anomalies_per_sensor_week=0.0),
             train_overrides=("train.report=false", "model.epochs=4", "model.max_train_windows=40000"))
+LONG = replace(FULL, kills=3, outage_s=60, flood_s=60)
+# --quick: 4 sensors x 1 day in 12 batches of 100; PostgreSQL down 5 s against 6 retries (31.5 s
+# of back-off): the sink's retries carry the batch over the outage (the failing path, retries
+# exhausted, is the full run's postgres-down and tests/unit/test_sink_errors.py).
 QUICK = Plan("quick", sensors=4, days=1, seed=3, start="2026-01-12T00:00:00Z", anomalies_per_week=14.0,
-             bad_rate=0.01, max_offsets=150, kills=1, outage_s=15, flood_rate=1000, flood_s=10, big_every=1000,
-             tmpfs_mb=16, pg_retries=3, model="bench-faults-quick",
+             bad_rate=0.01, max_offsets=100, kills=1, outage_s=5, flood_rate=1000, flood_s=10, big_every=1000,
+             tmpfs_mb=16, pg_retries=6, pg_survive=True, model="bench-faults-quick",
              train=dict(n_sensors=4, days=4, interval_s=300, seed=3, start="2026-01-08T00:00:00Z",
                         anomalies_per_sensor_week=0.0),
              train_overrides=("train.report=false", "window.length=16", "window.stride=2", "model.units=12",
                               "model.latent=4", "model.epochs=4", "model.batch_size=128",
                               "threshold.quantile=0.999", "threshold.margin=1.5"),
-             attempt_timeout_s=400.0)
+             attempt_timeout_s=600.0)
 
 
 def log(msg: str) -> None:
@@ -138,10 +154,69 @@ class ScenarioError(RuntimeError):
     """A scenario could not be carried out (a service would not start, the job hung)."""
 
 
+# ---------------------------------------------------------------- what the runner started
+# Every process group the runner starts (deploy attempts, the flood producer, the S3 proxy) is
+# noted as a file <state>/children/<pid> holding a text its command line must contain, so that
+# ``--cleanup`` (what tests/e2e/test_faults.py runs when the runner itself was killed) ends
+# exactly those, and the runner's own ``finally`` ends those still alive.
+CHILDREN: Path | None = None
+STOPPING = threading.Event()   # set when the runner unwinds: timers and waits give up
+
+
+def track(proc: subprocess.Popen, marker: str) -> subprocess.Popen:
+    if CHILDREN is not None:
+        CHILDREN.mkdir(parents=True, exist_ok=True)
+        (CHILDREN / str(proc.pid)).write_text(marker)
+    return proc
+
+
+def untrack(proc: subprocess.Popen) -> None:
+    if CHILDREN is not None:
+        (CHILDREN / str(proc.pid)).unlink(missing_ok=True)
+
+
+def kill_children(children: Path | None) -> int:
+    """SIGKILL every noted process group still alive whose command line still carries its
+    marker (a reused pid is left alone); returns how many were killed."""
+    n = 0
+    for f in sorted(children.glob("*")) if children is not None and children.is_dir() else []:
+        try:
+            cmd = Path(f"/proc/{int(f.name)}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            cmd = ""
+        if cmd and f.read_text() in cmd:
+            try:
+                os.killpg(int(f.name), signal.SIGKILL)
+                n += 1
+            except (ProcessLookupError, PermissionError):
+                pass
+        f.unlink(missing_ok=True)
+    return n
+
+
+def cleanup_main(state: Path) -> int:
+    """``--cleanup --cache-dir STATE``: end what a runner using STATE left (its children, its
+    services); the safety net of a runner that was itself SIGKILLed."""
+    killed = kill_children(state / "children")
+    services = Services(state / "services")
+    for name in ("kafka", "postgres", "s3"):
+        if (state / "services" / name).exists() and services.running(name):
+            services.script(name, "stop")
+            killed += 1
+    log(f"cleanup of {state}: {killed} process group(s) or service(s) stopped")
+    return 0
+
+
+def _terminate(signum, _frame):
+    """SIGTERM/SIGHUP: unwind (the ``finally`` blocks stop the job, the producers, the services)."""
+    STOPPING.set()
+    raise SystemExit(128 + signum)
+
+
 # ---------------------------------------------------------------- services
-def free_port(preferred: int) -> int:
-    """``preferred`` if nothing listens there, else a free port the kernel picks."""
-    for port in (preferred, 0):
+def free_port(preferred: int = 0) -> int:
+    """``preferred`` if nothing listens there (0: none), else a free port the kernel picks."""
+    for port in dict.fromkeys((preferred, 0)):
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is no conflict
             try:
@@ -202,12 +277,25 @@ class Services:
             if self.running(name):
                 log(f"stopping the {name} an earlier fault run left running")
                 self.script(name, "stop")
-        self.ports = {"kafka": free_port(39092), "controller": free_port(39093), "postgres": free_port(55434),
-                      "s3": free_port(39000), "proxy": free_port(39001)}
+        # ports the kernel picks: two runs at once (CI clones, make test beside make bench-faults)
+        # never meet, nor the suite's or the developers' services
+        self.ports = {k: free_port() for k in ("kafka", "controller", "postgres", "s3", "proxy")}
         self._kafka_fresh()
-        took = {}
-        for name in ("kafka", "postgres", "s3"):
-            took[name] = round(self.script(name, "start"), 1)
+        took: dict[str, float] = {}
+        errors: list[BaseException] = []
+
+        def start(name: str) -> None:  # the three at once: Kafka's JVM start is most of the wait
+            try:
+                took[name] = round(self.script(name, "start"), 1)
+            except BaseException as exc:  # noqa: BLE001 (re-raised below, in the runner's thread)
+                errors.append(exc)
+        threads = [threading.Thread(target=start, args=(n,)) for n in ("kafka", "postgres", "s3")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
         self.start_proxy()
         log("services up: kafka 127.0.0.1:{kafka}, postgres :{postgres}, s3 :{s3} (jobs use the proxy :{proxy})"
             .format(**self.ports))
@@ -219,8 +307,14 @@ class Services:
         version = os.environ.get("KAFKA_VERSION", "3.9.2")
         home = self.cache / "kafka" / version
         shutil.rmtree(home / "data", ignore_errors=True)
-        main_libs = Path(os.environ.get("SENTINEL_CACHE_DIR") or ROOT / ".cache") / "kafka" / version / "libs"
+        main_cache = Path(os.environ.get("SENTINEL_CACHE_DIR") or ROOT / ".cache")
+        main_libs = main_cache / "kafka" / version / "libs"
         libs = home / "libs"
+        if not (main_libs / ".complete").exists() and main_cache.resolve() != self.cache.resolve():
+            env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_HOME_DIR",)}
+            env["SENTINEL_CACHE_DIR"] = str(main_cache)  # fetched once there, not per run
+            subprocess.run(["bash", str(ROOT / "scripts" / "services" / "kafka.sh"), "fetch"], env=env, check=True,
+                           timeout=1800)
         if not libs.exists() and (main_libs / ".complete").exists():
             home.mkdir(parents=True, exist_ok=True)
             libs.symlink_to(main_libs)
@@ -235,9 +329,10 @@ class Services:
 
     # the S3 endpoint the jobs use: a proxy to moto, so that "down" does not wipe moto's memory
     def start_proxy(self) -> None:
-        self.proxy = subprocess.Popen([sys.executable, __file__, "--proxy", str(self.ports["proxy"]),
-                                       str(self.ports["s3"])], stdout=open(self.proxy_log, "ab"),
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        self.proxy = track(subprocess.Popen([sys.executable, __file__, "--proxy", str(self.ports["proxy"]),
+                                             str(self.ports["s3"])], stdout=open(self.proxy_log, "ab"),
+                                            stderr=subprocess.STDOUT, start_new_session=True),
+                           f"--proxy {self.ports['proxy']}")
         deadline = time.time() + 30
         while not listening(self.ports["proxy"]):
             if self.proxy.poll() is not None or time.time() > deadline:
@@ -248,6 +343,8 @@ class Services:
         if self.proxy is not None and self.proxy.poll() is None:
             os.killpg(self.proxy.pid, signal.SIGKILL)  # its connections drop at once, like a dead endpoint
             self.proxy.wait(10)
+        if self.proxy is not None:
+            untrack(self.proxy)
         self.proxy = None
 
     @property
@@ -538,8 +635,8 @@ class Job:
         cmd += ["--config", str(self.cfg), "--idle-timeout", str(self.idle_s)]
         commits = self.run.commits()
         with open(logf, "wb") as out:
-            self.proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = track(subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                               start_new_session=True), str(self.cfg))
         self.attempts.append(Attempt(entry, logf, time.time(), commits))
 
     def kill(self) -> None:
@@ -555,6 +652,7 @@ class Job:
         return self.proc.poll()
 
     def finish(self, rc: int) -> Attempt:
+        untrack(self.proc)
         a = self.attempts[-1]
         a.rc, a.ended = rc, time.time()
         errors = [ln for ln in a.log.read_text(errors="replace").splitlines() if ln.startswith("error: ")]
@@ -567,15 +665,21 @@ class Job:
     def logs(self, attempts=None) -> str:
         return "\n".join(a.log.read_text(errors="replace") for a in (self.attempts if attempts is None else attempts))
 
-    def supervise(self, faults: list, entries=("sentinel",), restart_delay: float = 2.0, max_attempts: int = 30) -> None:
+    def supervise(self, faults: list, entries=("sentinel",), restart_delay: float = 2.0, max_attempts: int = 30,
+                  before_restart=None) -> None:
         """Run the job until an attempt exits 0 with every fault over, restarting it from its
         checkpoint after every failure or kill, as a supervisor would. The faults are injected
         one after the other from a tick every 20 ms (each once the one before it is over).
         Raises ScenarioError when an attempt runs past the plan's timeout (a hang), when the stream
-        ends before a fault could be injected, or after ``max_attempts``."""
+        ends before a fault could be injected, or after ``max_attempts``. ``before_restart``: called
+        before each restart (``--quick``: waits for the reference running beside the first attempt)."""
         while True:
+            if self.attempts and before_restart is not None:
+                before_restart()
             self.start(entries[min(len(self.attempts), len(entries) - 1)])
             while self.poll() is None:
+                for f in faults:
+                    f.watch_recovery()
                 current = next((f for f in faults if not f.done), None)
                 if current is not None:
                     current.tick(self)
@@ -589,6 +693,7 @@ class Job:
                 time.sleep(0.02)
             a = self.finish(self.poll())
             for f in faults:
+                f.watch_recovery()
                 if f.triggered is not None and not f.done:
                     f.after_exit(self, a)
             pending = next((f for f in faults if not f.done), None)
@@ -635,6 +740,15 @@ class Fault:
             self.info["after_commits"] = self.run.commits()
             self.trigger(job)
 
+    over_at: float | None = None  # when the fault ended (the kill, the service back, the space freed)
+
+    def watch_recovery(self) -> None:
+        """``recovery_s``: from the fault's end to the job's first commit of a batch it had not
+        committed when the fault began (a restart's start-up and replay included)."""
+        if self.over_at is not None and "recovery_s" not in self.info and "after_commits" in self.info \
+                and self.run.commits() > self.info["after_commits"]:
+            self.info["recovery_s"] = round(time.time() - self.over_at, 1)
+
     def trigger(self, job: Job) -> None:
         raise NotImplementedError
 
@@ -680,6 +794,7 @@ class Kill(Fault):
     def kill(self, job: Job, c: int, in_flight: bool) -> None:
         self.triggered = time.time()
         job.kill()
+        self.over_at = time.time()
         after = self.run.commits()
         stored = self.run.sqlite_newest_batch()
         self.info.update(after_commits=after, attempt=len(job.attempts), store_newest_batch=stored,
@@ -700,14 +815,19 @@ class StoreDown(Fault):
     """PostgreSQL (``postgres.sh stop`` / ``start``) or the S3 endpoint (the proxy) down for
     ``seconds`` mid-stream: the sink's retries show in the log, the batch fails after them, the
     job exits with one sentence; the supervisor restarts it (failing again at start-up while the
-    store is down) until it completes."""
+    store is down) until it completes.
 
-    def __init__(self, at: int, service: str, seconds: float):
+    ``survive``: an outage shorter than the sink's retries (``--quick``: PostgreSQL down 5 s, 6
+    retries over 31.5 s): the retries show in the log and the same attempt carries on, no batch
+    fails, no restart."""
+
+    def __init__(self, at: int, service: str, seconds: float, survive: bool = False):
         super().__init__(at)
-        self.service, self.seconds = service, seconds
+        self.service, self.seconds, self.survive = service, seconds, survive
         self.label = f"{service}-down"
         self.up_at: float | None = None
         self.timer: threading.Timer | None = None
+        self.info["survive"] = survive
 
     def trigger(self, job: Job) -> None:
         if self.service == "postgres":
@@ -715,22 +835,33 @@ class StoreDown(Fault):
         else:
             self.bench.services.stop_proxy()
         self.triggered = time.time()
+        self.job, self.info["attempt"] = job, len(job.attempts)
         log(f"    {self.service} stopped after {self.info['after_commits']} committed batches, for {self.seconds:.0f} s")
         self.timer = threading.Timer(self.seconds, self.restore)
+        self.timer.daemon = True  # the runner unwinding (SIGTERM) must not wait for it
         self.timer.start()
 
+    def ready(self, job: Job) -> bool:
+        # a reference running beside the job (--quick) must never see the outage
+        return super().ready(job) and self.bench.reference_done()
+
     def restore(self) -> None:
+        if STOPPING.is_set():
+            return
         if self.service == "postgres":
             self.bench.services.script("postgres", "start")
         else:
             self.bench.services.start_proxy()
-        self.up_at = time.time()
+        self.up_at = self.over_at = time.time()
         self.info["down_s"] = round(self.up_at - self.triggered, 1)
+        self.info["attempt_at_up"] = len(self.job.attempts) if self.job.poll() is None else None
         log(f"    {self.service} back after {self.info['down_s']} s")
         self.done = True
 
     def cleanup(self) -> None:
         if self.timer is not None:
+            if STOPPING.is_set():
+                self.timer.cancel()
             self.timer.join()
 
     def checks(self, job: Job) -> dict:
@@ -750,6 +881,15 @@ class StoreDown(Fault):
         first = failed[0] if failed else None
         self.info["first_failure_after_s"] = round(first.ended - self.triggered, 1) if first else None
         bound = FAILURE_BOUND_S
+        if self.survive:  # the attempt the outage hit ran on (a later fault may end it)
+            self.info["retry_warnings"] = len(re.findall(pattern, job.logs([job.attempts[self.info["attempt"] - 1]])))
+            sink_errors = [a.error for a in job.attempts if a.error.startswith(sink)]
+            self.info["errors"] = sorted(set(sink_errors))
+            self.info["attempt_survived"] = self.up_at is not None and not sink_errors \
+                and self.info.get("attempt_at_up") == self.info["attempt"]
+            return {f"{self.label}: retries visible in the log": self.info["retry_warnings"] >= 1,
+                    f"{self.label}: back within the retries, the same attempt carried on (no failed batch)":
+                        self.info["attempt_survived"]}
         return {f"{self.label}: retries visible in the log": self.info["retry_warnings"] >= 1,
                 f"{self.label}: the batch failed after the retries (job exited with an error)":
                     first is not None and f"{sink}: write of batch" in first.error,
@@ -778,6 +918,7 @@ class KafkaRestart(Fault):
         t = time.time()
         self.bench.services.script("kafka", "restart")
         self.info["restart_s"] = round(time.time() - t, 1)
+        self.over_at = time.time()
         log(f"    broker back after {self.info['restart_s']} s")
         self.done = True
 
@@ -813,6 +954,7 @@ class DiskFull(Fault):
         self.info["failed_batch"] = int(m.group(1)) if m else None
         self.committed_at_failure = self.run.commits()
         self.filler.unlink(missing_ok=True)   # free the space; the file is checked as the failure left it
+        self.over_at = time.time()
         self.info["rows_of_failed_batch"] = half_written(self.run.sqlite, self.info["failed_batch"])
         self.info["integrity"] = integrity(self.run.sqlite)
         log("    space freed; rows of the failed batch in the file: "
@@ -858,9 +1000,10 @@ class Flood(Fault):
         feed_rate = len(self.rest) / (self.seconds + 10)
         self.info["valid_rate"] = round(feed_rate, 1)
         log(f"    flood: {self.rate:,.0f} bad lines/s for {self.seconds:.0f} s, the valid feed at {feed_rate:.0f} events/s")
-        self.proc = subprocess.Popen([sys.executable, __file__, "--flood", b, self.run.topic, str(self.rate),
-                                      str(self.seconds), str(self.big_every), str(self.out)], start_new_session=True,
-                                     stdout=open(self.run.dir / "flood.log", "wb"), stderr=subprocess.STDOUT)
+        self.proc = track(subprocess.Popen([sys.executable, __file__, "--flood", b, self.run.topic, str(self.rate),
+                                            str(self.seconds), str(self.big_every), str(self.out)],
+                                           start_new_session=True, stdout=open(self.run.dir / "flood.log", "wb"),
+                                           stderr=subprocess.STDOUT), f"--flood {b} {self.run.topic}")
 
         def feed():
             self.valid_sent += produce_lines(self.rest, b, self.run.topic, rate=feed_rate, partitions=None,
@@ -870,7 +1013,10 @@ class Flood(Fault):
 
     def cleanup(self) -> None:
         if self.proc is not None:
+            if STOPPING.is_set() and self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(self.seconds * 3 + 120)
+            untrack(self.proc)
         if self.feed is not None:
             self.feed.join()
 
@@ -1142,7 +1288,21 @@ class Bench:
         self.env = services.job_env()
         self.ref: Outcome | None = None
         self.ref_batches = 0
+        self.ref_summary: dict | None = None
         self.runs: list[Run] = []
+        self._ref_thread: threading.Thread | None = None
+        self._ref_error: BaseException | None = None
+
+    def reference_done(self) -> bool:
+        return self._ref_thread is None or not self._ref_thread.is_alive()
+
+    def wait_reference(self) -> dict:
+        """The reference's summary, once it has ended; ScenarioError if it failed."""
+        if self._ref_thread is not None:
+            self._ref_thread.join()
+        if self._ref_error is not None:
+            raise ScenarioError(f"the reference run failed: {self._ref_error}") from self._ref_error
+        return self.ref_summary
 
     def new_run(self, name: str, sqlite: Path | None = None) -> Run:
         run = Run(name, self.work / re.sub(r"[^A-Za-z0-9-]", "_", name), self.tag, sqlite)
@@ -1152,8 +1312,11 @@ class Bench:
     def produce(self, run: Run, messages=None) -> int:
         from sentinel.ingest.kafka import ensure_topic, produce_lines
         ensure_topic(self.services.bootstrap, run.topic, PARTITIONS)
+        # "consistent": keyed messages on the same partitions as librdkafka's default, and the
+        # unkeyed (malformed) ones all on one instead of at random, so that every topic of a run
+        # holds the same offsets and the batch plans can be compared with the reference's
         return produce_lines(self.messages if messages is None else messages, self.services.bootstrap, run.topic,
-                             rate=0, partitions=None, progress_every=0)
+                             rate=0, partitions=None, progress_every=0, options={"partitioner": "consistent"})
 
     def job(self, run: Run, max_offsets: int | None = None, idle_s: float = IDLE_S) -> Job:
         return Job(run, run.config(self.services, self.plan, self.bundle, max_offsets), self.env, self.plan, idle_s)
@@ -1176,13 +1339,15 @@ class Bench:
                 or not sq.anomalies or not sq.incidents:
             raise ScenarioError(f"the reference run does not account for the {sent} events it was sent, or found "
                                 "no anomaly or incident: nothing to compare with")
-        return {"sent": sent, "batches": self.ref_batches, "anomalies": len(set(sq.anomalies)),
-                "incidents": len(sq.incidents), "rejects": sum(sq.rejects.values()), "seconds": round(time.time() - t0),
-                "alerts": len(self.ref.alerts.anomalies), "incident_events": len(self.ref.alerts.events),
-                "startup_s": job.attempts[0].seconds}
+        self.ref_summary = {
+            "sent": sent, "batches": self.ref_batches, "anomalies": len(set(sq.anomalies)),
+            "incidents": len(sq.incidents), "rejects": sum(sq.rejects.values()), "seconds": round(time.time() - t0),
+            "alerts": len(self.ref.alerts.anomalies), "incident_events": len(self.ref.alerts.events),
+            "startup_s": job.attempts[0].seconds}
+        return self.ref_summary
 
     def scenario(self, name: str, faults: list[Fault], sqlite: Path | None = None, entries=("sentinel",),
-                 messages=None, max_offsets: int | None = None, idle_s: float = IDLE_S) -> dict:
+                 messages=None, max_offsets: int | None = None, idle_s: float = IDLE_S, min_ref_batches: int = 0) -> dict:
         """Produce the feed (or ``messages``) to a fresh topic, run the job with the faults under
         the supervisor, compare with the reference."""
         run = self.new_run(name, sqlite)
@@ -1192,10 +1357,14 @@ class Bench:
         t0 = time.time()
         job = self.job(run, max_offsets, idle_s)
         try:
-            job.supervise(faults, entries)
+            job.supervise(faults, entries, before_restart=self.wait_reference)
         finally:
             for f in faults:
                 f.cleanup()
+        self.wait_reference()
+        if self.ref_batches < min_ref_batches:
+            raise ScenarioError(f"the reference made {self.ref_batches} batches, too few for the faults' points "
+                                f"(needs {min_ref_batches}): lower max_offsets")
         extra: dict = {}
         for f in faults:
             e = f.extra()
@@ -1245,15 +1414,18 @@ class Bench:
             with tmpfs(self.work / name / "disk", p.tmpfs_mb) as mnt:
                 return self.scenario(name, [DiskFull(max(2, T // 2), mnt)], sqlite=mnt / "store.db")
         if name == QUICK_CHAIN:
-            # the three short faults on one job, one after the other: a job's start-up is most of
-            # an attempt's minute on 2 cores, and the chain needs 4 attempts instead of 6
-            faults = [Kill(max(1, T // 6), True, self.rng), StoreDown(max(3, T // 3), "postgres", p.outage_s)]
+            # the three short faults on one job, one after the other: a job's start-up (a minute or
+            # more on a loaded 2-core machine) is most of an attempt, so the chain has 3 attempts:
+            # SIGKILL while the sinks write (restart), PostgreSQL down for less than the sink's
+            # retries (carried on), the disk full (restart). Fixed points; min_ref_batches checks
+            # that the reference's batches leave room for them.
+            faults = [Kill(1, True, self.rng), StoreDown(3, "postgres", p.outage_s, survive=p.pg_survive)]
             try:
                 with tmpfs(self.work / "quick-chain-disk", p.tmpfs_mb) as mnt:
-                    return self.scenario(name, [*faults, DiskFull(max(5, (2 * T) // 3), mnt)], sqlite=mnt / "store.db")
+                    return self.scenario(name, [*faults, DiskFull(6, mnt)], sqlite=mnt / "store.db", min_ref_batches=9)
             except Skipped as exc:
                 log(f"    disk-full left out of the chain: {exc}")
-                return {**self.scenario(name, faults), "left_out": f"disk-full: {exc}"}
+                return {**self.scenario(name, faults, min_ref_batches=5), "left_out": f"disk-full: {exc}"}
         raise ValueError(name)
 
 
@@ -1325,15 +1497,55 @@ def print_table(rows: list[dict], ref: dict) -> None:
                       str(r["restarts"]), str(r["seconds"]), r["verdict"]])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
     print()
-    print(f"reference: {ref['sent']:,} events in {ref['batches']} batches, {ref['anomalies']} anomalies, "
-          f"{ref['incidents']} incidents, {ref['rejects']} rejects, {ref['alerts']} anomaly + "
-          f"{ref['incident_events']} incident alerts ({ref['seconds']} s)")
+    if ref is None:
+        print("reference: FAILED (nothing to compare with)")
+    else:
+        print(f"reference: {ref['sent']:,} events in {ref['batches']} batches, {ref['anomalies']} anomalies, "
+              f"{ref['incidents']} incidents, {ref['rejects']} rejects, {ref['alerts']} anomaly + "
+              f"{ref['incident_events']} incident alerts ({ref['seconds']} s)")
     for ln in [head, ["-" * w for w in widths], *lines]:
         print("  ".join(str(x).ljust(w) for x, w in zip(ln, widths)))
+    print()
+    print_faults(rows)
     for r in rows:
         for f in r.get("failed", []):
             print(f"  {r['scenario']}: FAILED {f}")
     print()
+
+
+def fault_outcome(f: dict) -> str:
+    """What the job did about one fault, in a few words (from the fault's info)."""
+    kind = f["fault"]
+    if kind == "sigkill":
+        return "killed" + (" with a batch stored, not committed" if f.get("in_store_uncommitted") else "")
+    if kind.endswith("-down"):
+        if f.get("survive"):
+            return f"down {f.get('down_s', '?')} s, {f.get('retry_warnings', 0)} retries, carried on"
+        return (f"down {f.get('down_s', '?')} s, {f.get('retry_warnings', 0)} retry warnings, batch failed after "
+                f"{f.get('first_failure_after_s', '?')} s, {len(f.get('errors', []))} distinct sentence(s)")
+    if kind == "kafka-restart":
+        return (f"broker back after {f.get('restart_s', '?')} s, "
+                + ("job carried on" if f.get("job_survived_without_restart") else "job restarted"))
+    if kind == "disk-full":
+        rows = f.get("rows_of_failed_batch") or {}
+        return f"batch {f.get('failed_batch')} failed, {sum(rows.values())} of its rows kept, file {f.get('integrity')}"
+    if kind == "malformed-flood":
+        return (f"{f.get('bad_lines_sent', 0):,} bad lines at {f.get('bad_lines_per_s', 0):,}/s "
+                f"({f.get('big_lines', 0)} of 1 MiB), job never stopped")
+    return ""
+
+
+def print_faults(rows: list[dict]) -> None:
+    """One line per injected fault: after which batch, recovery time, what happened."""
+    head = ["scenario", "fault", "after batch", "recovery s", "what happened"]
+    lines = [[r["scenario"], f["fault"], str(f.get("after_commits", "-")), str(f.get("recovery_s", "-")),
+              fault_outcome(f)] for r in rows for f in r.get("faults", [])]
+    if not lines:
+        return
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
+    print("per fault (recovery: from the fault's end, or the kill, to the first new batch committed):")
+    for ln in [head, ["-" * w for w in widths], *lines]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(ln, widths)))
 
 
 def drop_schemas(services: Services, runs: list[Run]) -> None:
@@ -1354,6 +1566,8 @@ def drop_schemas(services: Services, runs: list[Run]) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help=f"tiny feed, scenario {QUICK_CHAIN} (make test)")
+    ap.add_argument("--long", action="store_true", help="issue 19's sizes: 3 SIGKILLs, PostgreSQL/S3 down 60 s, "
+                    "a 60 s flood (default: 2, 30 s, 30 s)")
     ap.add_argument("--only", default="", help=f"comma-separated scenarios (default: all of {', '.join(SCENARIOS)}; "
                     f"also {QUICK_CHAIN})")
     ap.add_argument("--json", type=Path, default=None, help="where to write the figures (default "
@@ -1361,7 +1575,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="chooses the SIGKILL points (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep the services running and the runs' files")
     ap.add_argument("--cache-dir", type=Path, default=None,
-                    help="services' state (default <SENTINEL_CACHE_DIR or .cache>/faults)")
+                    help="the run's state: services/ (Kafka, PostgreSQL, S3), runs/ (checkpoints, stores, logs), "
+                    "children/ (default: a fresh folder in the system's temp dir, deleted at the end)")
+    ap.add_argument("--cleanup", action="store_true",
+                    help="only end what a runner using --cache-dir left running (its jobs and services)")
     # internal modes (child processes of the runner)
     ap.add_argument("--proxy", nargs=2, type=int, help=argparse.SUPPRESS)
     ap.add_argument("--flood", nargs=6, help=argparse.SUPPRESS)
@@ -1374,26 +1591,47 @@ def main(argv=None) -> int:
         return flood_main(b, topic, float(rate), float(secs), int(big), Path(out))
     if args.train:
         return train_main(QUICK if args.train == "quick" else FULL)
+    if args.cleanup:
+        if args.cache_dir is None:
+            ap.error("--cleanup needs --cache-dir (the state folder of the run to clean up)")
+        return cleanup_main(args.cache_dir)
 
-    plan = QUICK if args.quick else FULL
+    if args.quick and args.long:
+        ap.error("--quick and --long exclude each other")
+    plan = QUICK if args.quick else LONG if args.long else FULL
     names = [n.strip() for n in args.only.split(",") if n.strip()] or ([QUICK_CHAIN] if args.quick else list(SCENARIOS))
     unknown = sorted(set(names) - set(SCENARIOS) - {QUICK_CHAIN})
     if unknown:
         ap.error(f"unknown scenario(s) {', '.join(unknown)}: choose from {', '.join(SCENARIOS)}")
     out_json = args.json or ROOT / "reports" / ("faults-quick.json" if args.quick else "faults.json")
-    cache = args.cache_dir or Path(os.environ.get("SENTINEL_CACHE_DIR") or ROOT / ".cache") / "faults"
+    # One folder holds everything the run starts and writes (services' state, runs, children):
+    # nothing is shared with another run, the suite's services or the developers' own.
+    if args.cache_dir is not None:
+        state = args.cache_dir.resolve()
+        state.mkdir(parents=True, exist_ok=True)
+        kill_children(state / "children")   # an earlier runner's leftovers in this folder
+    else:
+        state = Path(tempfile.mkdtemp(prefix="sentinel-faults-"))
+    os.chmod(state, 0o755)  # the postgres user must reach services/postgres
+    global CHILDREN
+    CHILDREN = state / "children"
+    cache, work = state / "services", state / "runs"
+    work.mkdir(parents=True, exist_ok=True)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
     os.environ.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1")
-    work = Path(tempfile.mkdtemp(prefix="sentinel-faults-"))
+    log(f"state: {state}")
     services = Services(cache)
     t_all = time.time()
     rows: list[dict] = []
-    result = {"plan": asdict(plan), "scenarios": rows}
+    result = {"plan": asdict(plan), "scenarios": rows, "state": str(state)}
+    bench = None
     try:
         bundle = bundle_for(plan)
         result["services_start_s"] = services.start()
         result["services"] = dict(services.ports)
         bench = Bench(plan, services, work, bundle, args.seed)
-        result["reference"] = ref = bench.reference()
+        result["reference"] = bench.reference()
         for n in names:
             log(f"scenario {n}")
             try:
@@ -1403,23 +1641,33 @@ def main(argv=None) -> int:
             except ScenarioError as exc:
                 log(f"    {n}: FAIL ({exc})")
                 rows.append({"scenario": n, "verdict": "FAIL", "error": str(exc), "checks": {}, "failed": [str(exc)]})
+            out_json.parent.mkdir(parents=True, exist_ok=True)  # what is done so far, should the run be cut short
+            out_json.write_text(json.dumps(result, indent=2, default=str))
             if not services.running("postgres"):  # a scenario that failed half-way leaves no service down
                 services.script("postgres", "start")
             if services.proxy is None:
                 services.start_proxy()
+        try:
+            result["reference"] = ref = bench.wait_reference()
+        except ScenarioError as exc:
+            result["reference"], ref = {"error": str(exc)}, None
         result["seconds"] = round(time.time() - t_all)
         print_table(rows, ref)
         print(f"total {result['seconds']} s; JSON: {out_json}")
         if not args.keep:
             drop_schemas(services, bench.runs)
     finally:
+        STOPPING.set()
+        result.setdefault("seconds", round(time.time() - t_all))
         out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(result, indent=2, default=str))
         if not args.keep:
+            kill_children(CHILDREN)   # a job, producer or proxy still running (an error, a signal)
             services.stop()
-            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(state, ignore_errors=True)
         else:
-            log(f"kept: runs in {work}, services running (state in {cache})")
+            log(f"kept: runs in {work}, services running (state in {cache}; "
+                f"stop them with: benchmarks/faults.py --cleanup --cache-dir {state})")
     return 0 if rows and all(r["verdict"] in ("PASS", "SKIP") for r in rows) else 1
 
 

@@ -76,3 +76,20 @@ def test_s3_retries_are_logged_as_warnings(caplog, monkeypatch):
     retries = [r.getMessage() for r in caplog.records if "attempt 1 of 2 failed" in r.getMessage()]
     assert len(retries) == 1 and "HeadBucket" in retries[0]
     assert str(info.value).startswith("s3 sink: setup") and "restart the job" in str(info.value)
+
+
+def test_postgres_retries_then_fails_in_one_sentence(caplog):
+    from sentinel.config import PostgresSettings
+    from sentinel.store.sinks.postgres import PostgresSink
+    with socket.socket() as s:  # nothing listens there: connection refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dsn = f"host=127.0.0.1 port={port} user=nobody dbname=nothing connect_timeout=2"
+    sink = PostgresSink(PostgresSettings(dsn=dsn, schema="s", retries=2, retry_backoff_s=0.01))
+    with caplog.at_level(logging.WARNING, logger="sentinel.sinks.postgres"), pytest.raises(StoreError) as info:
+        sink.setup()
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert len(retries) == 2 and "attempt 1 of 3" in retries[0]   # each failed attempt but the last warned
+    msg = str(info.value)
+    assert msg.startswith("postgres sink: setup (schema migrations) failed after 3 attempt(s) (schema 's')")
+    assert "\n" not in msg and "OperationalError" in msg and "restart the job" in msg
