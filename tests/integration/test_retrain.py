@@ -133,7 +133,7 @@ def test_auto_refuses_a_worse_challenger_then_manual_promote_and_rollback(lake, 
     from sentinel.lifecycle.retrain import retrain
     reg = Registry(fresh_registry(lake, tmp_path))
     # a threshold at 0.3 x the validation quantile: alarms everywhere, a worse model by construction
-    s = tiny_settings.replace(**{"threshold.margin": 0.3, "lifecycle.holdout_days": 1.5})
+    s = tiny_settings.replace(**{"threshold.method": "quantile", "threshold.margin": 0.3, "lifecycle.holdout_days": 1.5})
     data = sources.read_store(f"sqlite:///{lake['db']}", s, pd.Timestamp(SINCE), pd.Timestamp(UNTIL))
     res = retrain(data, s, reg, "auto", pd.Timestamp(SINCE), by="test")
     ch, cp = res.comparison["challenger"], res.comparison["champion"]
