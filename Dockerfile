@@ -41,8 +41,11 @@ ENV PATH=/opt/sentinel/.venv/bin:$PATH \
 #    scripts/lock.sh regenerates it). Wheels only, except pyspark (PyPI has only its source
 #    archive, hash-checked as well), built with the venv's setuptools: nothing unpinned is
 #    downloaded. Own layer: code changes do not re-download TensorFlow.
-COPY --chown=sentinel:sentinel requirements.lock ./
+COPY --chown=sentinel:sentinel requirements.lock scripts/lock-build-tools.sh ./
+# The locked setuptools and wheel first: the venv's bundled setuptools cannot build a wheel.
 RUN python -m venv .venv \
+ && bash lock-build-tools.sh requirements.lock > build-tools.lock \
+ && .venv/bin/pip install --require-hashes --only-binary :all: -r build-tools.lock \
  && .venv/bin/pip install --require-hashes --only-binary :all: --no-binary pyspark --no-build-isolation \
       -r requirements.lock \
  && .venv/bin/python -c "import pyspark, sys; v = pyspark.__version__; sys.exit(0 if v == '${SPARK_VERSION}' else f'pyspark {v} != SPARK_VERSION ${SPARK_VERSION}: update the Dockerfile ARG')"

@@ -37,6 +37,11 @@ if [[ ! -f $STAMP || "$(cat "$STAMP")" != "$HASH" ]]; then
   # PyPI has only as a source archive (hash-checked too): it builds with the venv's own
   # setuptools (--no-build-isolation), so no unpinned build tool is downloaded. pip itself
   # stays the venv's.
+  # The venv's bundled setuptools (65) cannot build a wheel, so the locked setuptools and
+  # wheel go in first (hash-checked); a warm pip cache hides this, a fresh machine does not.
+  bash scripts/lock-build-tools.sh $LOCK > "$VENV/build-tools.lock"
+  "$VENV/bin/python" -m pip install -q --require-virtualenv --require-hashes --only-binary :all: \
+    -r "$VENV/build-tools.lock"
   "$VENV/bin/python" -m pip install -q --require-virtualenv --require-hashes --only-binary :all: --no-binary pyspark \
     --no-build-isolation -r $LOCK
   # The package itself: no dependencies (the lock has them all), built with the locked setuptools.
