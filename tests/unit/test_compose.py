@@ -219,10 +219,13 @@ def test_dockerfile_installs_the_hashed_lock(dockerfile):
     """The image gets exactly the locked runtime set: every file hash-checked, wheels only, the
     lock copied before it is installed, and the package added without re-resolving anything."""
     runs = " ".join(re.findall(r"^RUN .*?(?<!\\)$", re.sub(r"\\\n", " ", dockerfile), re.M | re.S))
-    install = re.search(r"pip install ([^&]*)-r (\S+)", runs)
-    assert install, "the Dockerfile must pip install -r the lock file"
-    assert install.group(2) == "requirements.lock"
-    assert "--require-hashes" in install.group(1) and "--only-binary :all:" in install.group(1)
+    installs = re.findall(r"pip install ([^&]*)-r (\S+)", runs)
+    assert [lock for _, lock in installs] == ["build-tools.lock", "requirements.lock"], \
+        "the Dockerfile must pip install the lock's build tools, then -r the lock file"
+    for flags, _ in installs:
+        assert "--require-hashes" in flags and "--only-binary :all:" in flags
+    # the build tools come from the lock itself (scripts/lock-build-tools.sh), hashes included
+    assert "lock-build-tools.sh requirements.lock > build-tools.lock" in runs
     copies = [line for line in dockerfile.splitlines() if line.startswith("COPY")]
     assert any("requirements.lock" in c.split() for c in copies), "the lock must be copied before it is installed"
     assert dockerfile.index("requirements.lock") < dockerfile.index("COPY --chown=sentinel:sentinel . .")

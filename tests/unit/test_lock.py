@@ -110,3 +110,20 @@ def test_mlflow_is_a_bench_extra_not_a_runtime_dependency(project, runtime, dev)
     # the product never imports MLflow: it stays out of the image (requirements.lock)
     assert "mlflow-skinny" in dev and "mlflow-skinny" not in runtime and "mlflow" not in runtime
     assert any(requirement(d)[0] == "mlflow-skinny" for d in project["project"]["optional-dependencies"]["bench"])
+
+
+@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-dev.lock"])
+def test_build_tools_come_from_the_lock_with_their_hashes(lock):
+    """setup.sh and the Dockerfile install these first (a fresh venv's setuptools cannot build
+    pyspark's source archive): each pin with every hash the lock gives it, nothing else."""
+    import subprocess
+    out = subprocess.run(["bash", "scripts/lock-build-tools.sh", lock], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    pins = re.findall(r"^([a-z0-9_.-]+)==(\S+) \\$", out, re.M)
+    assert sorted(name for name, _ in pins) == ["packaging", "setuptools", "wheel"]
+    text = (ROOT / lock).read_text()
+    for name, version in pins:
+        block = re.search(rf"^{re.escape(name)}=={re.escape(version)} \\\n((?:    --hash=\S+(?: \\)?\n)+)", text, re.M)
+        assert block, f"{name}=={version} not in {lock}"
+        assert set(re.findall(r"sha256:\w+", block.group(1))) == \
+            set(re.findall(r"sha256:\w+", out.split(f"{name}=={version}")[1].split("==")[0]))
