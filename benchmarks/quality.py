@@ -3,6 +3,7 @@
     make bench-quality            # or: .venv/bin/python benchmarks/quality.py [--json out.json]
     .venv/bin/python benchmarks/quality.py --quick          # smoke run (tiny sizes, seconds)
     .venv/bin/python benchmarks/quality.py --scenarios network,small
+    .venv/bin/python benchmarks/quality.py --scenarios network --seeds tuning   # choosing a default: tuning seeds only
 
 Every scenario chooses its defaults on *tuning* seeds and reports *held-out* seeds apart:
 
@@ -298,6 +299,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scenarios", default="synthetic,network,small", help="which of synthetic, network, small")
     ap.add_argument("--cache-dir", default=None, help="network simulation cache (default .cache/network-sims)")
     ap.add_argument("--no-ae-small", action="store_true", help="skip the autoencoder row of the small-data scenario")
+    ap.add_argument("--seeds", default="all", choices=("all", "tuning", "held-out"),
+                    help="network scenario: run only the tuning or only the held-out seeds (default all)")
     ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE",
                     help="change the settings of every scenario (repeatable), e.g. --set threshold.risk=1e-3")
     args = ap.parse_args(argv)
@@ -326,7 +329,8 @@ def main(argv=None) -> int:
                               + args.overrides)
             log("(b) network: the residual detector (model.kind = residual, POT) and the baselines"
                 + ("" if args.quick else "; the first run simulates the networks (about 8-10 minutes; cached after)"))
-            result["network"] = quality_network.run(s, work, args.quick, args.cache_dir, log)
+            roles = ("tuning", "held-out") if args.seeds == "all" else (args.seeds,)
+            result["network"] = quality_network.run(s, work, args.quick, args.cache_dir, log, roles=roles)
             lines += quality_network.table(result["network"]["summary"])
         if "small" in scenarios:
             log("(c) small-data: 8-channel rig, 400 readings to train (product defaults) and the baselines")

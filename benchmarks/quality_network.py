@@ -286,13 +286,17 @@ def _merge_confusion(parts: list[dict]) -> dict:
     return out
 
 
-def run(settings, work, quick: bool = False, cache_dir: str | None = None, log=print) -> dict:
-    """The network scenario: every dataset, ours and the baselines, figures per seed group."""
+def run(settings, work, quick: bool = False, cache_dir: str | None = None, log=print,
+        roles: tuple[str, ...] = ("tuning", "held-out")) -> dict:
+    """The network scenario: every dataset, ours and the baselines, figures per seed group
+    (``roles``: the seed groups to run; a tuning-only run is how a default is chosen)."""
     datasets = QUICK if quick else DATASETS
     groups: dict[str, dict[str, list]] = {"tuning": {}, "held-out": {}}
     details: list[dict] = []
     for net, (tune, held) in datasets.items():
         for role, seeds in (("tuning", tune), ("held-out", held)):
+            if role not in roles:
+                continue
             for seed in seeds:
                 t0 = time.time()
                 sim = load(net, seed, quick, cache_dir)

@@ -94,6 +94,9 @@ class ResidualSettings:
     mask_z: float = 3.0
     trend_r2: float = 0.8
     adapt: str = "trend"
+    cusum_k: float = 1.0          # zone mode: windowed Page test per member, reference in residual sd (0 = off)
+    cusum_steps: int = 0          # newest steps it runs over (0 = the longest scale)
+    cusum_sides: str = "drop"     # drop: only falling residuals add up (a leak lowers pressure) | both
 
 
 @dataclass(frozen=True)
@@ -251,6 +254,7 @@ _CHOICES = {
     "residual.zones": ("network", "registry"),
     "residual.calendar": ("auto", "on", "off"),
     "residual.adapt": ("trend", "none", "all"),
+    "residual.cusum_sides": ("both", "drop"),
     "threshold.reduce": ("mean", "last", "max", "mahalanobis"),
     "source.type": ("socket", "kafka"),
     "stream.late_policy": ("reject",),
@@ -435,6 +439,10 @@ def _validate(s: Settings) -> None:
     if r.folds < 2 or r.ridge <= 0 or r.exclude_z < 0 or r.mask_z < 0:
         raise ConfigError("settings 'residual.folds' (at least 2), 'residual.ridge' (positive), 'residual.exclude_z' "
                           "and 'residual.mask_z' (not negative; 0 = off) are out of range: fix them")
+    if r.cusum_k < 0 or r.cusum_steps < 0:
+        raise ConfigError("settings 'residual.cusum_k' (the Page test's reference in residual sd, 0 = no Page test) "
+                          "and 'residual.cusum_steps' (steps it runs over, 0 = the longest scale) must not be "
+                          "negative: fix them")
     if not s.data.features:
         raise ConfigError("setting 'data.features' is empty: list at least one numeric field")
     if not 0.0 < s.threshold.quantile < 1.0:

@@ -1,4 +1,6 @@
 """The cross-channel residual detector (detect.residual) on hand-checked cases and tiny data."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,8 +8,8 @@ import pytest
 from sentinel.config import load_settings
 from sentinel.detect import residual, scoring
 from sentinel.detect.model import Bundle
-from sentinel.detect.residual import (LinearResidual, ResidualDetector, calendar_columns, channel_scores, crossfit,
-                                      scale_means, trend_dominated)
+from sentinel.detect.residual import (LinearResidual, PageTest, ResidualDetector, calendar_columns, channel_scores,
+                                      crossfit, page_cusum, scale_means, trend_dominated)
 from sentinel.detect.threshold import Threshold, calibrate
 
 NS = 1_000_000_000
@@ -65,6 +67,33 @@ def test_scale_means_and_channel_scores_by_hand():
     assert channel_scores(z, [1, 2], spread, 0.0).tolist() == [[16.0]]       # (2 / 0.5)^2 > 3^2
     # mask 2.5: the 3 is left out of k = 2, one reading of two counted: (1 / 0.5)^2 * 1/2 = 2 < 9
     assert channel_scores(z, [1, 2], spread, 2.5).tolist() == [[9.0]]
+
+
+def test_page_cusum_by_hand():
+    z = np.array([0.2, -1.5, -2.0, 1.0, -1.2]).reshape(1, 5, 1)
+    # drop, k = 0.5: x = -z - k = [-0.7, 1.0, 1.5, -1.5, 0.7]; Page from 0: 0, 1.0, 2.5, 1.0, 1.7
+    assert page_cusum(z, 5, 0.5, 0.0, "drop")[0, 0] == pytest.approx(1.7)
+    assert page_cusum(z, 5, 0.5, 0.0, "both")[0, 0] == pytest.approx(1.7)   # z - k never adds up here
+    # the newest 2 steps only: x = [-1.5, 0.7] -> 0.7
+    assert page_cusum(z, 2, 0.5, 0.0, "drop")[0, 0] == pytest.approx(0.7)
+    # mask 1.8: the -2.0 adds nothing: x = [-0.7, 1.0, 0, -1.5, 0.7] -> newest-first sums 0.7, -0.8, -0.8, 0.2, -0.5
+    assert page_cusum(z, 5, 0.5, 1.8, "drop")[0, 0] == pytest.approx(0.7)
+    up = np.array([0.0, 1.0, 0.9]).reshape(1, 3, 1)
+    assert page_cusum(up, 3, 0.5, 0.0, "drop")[0, 0] == pytest.approx(0.0)
+    assert page_cusum(up, 3, 0.5, 0.0, "both")[0, 0] == pytest.approx(0.9)  # 0.5 + 0.4
+    # one more term of channel_scores, divided by its norm: 1.7 / 0.1 = 17 > z**2 = 1.44
+    page = PageTest(0.5, 5, "drop", np.array([0.1]))
+    assert channel_scores(z, [1], {}, 0.0, page)[0, 0] == pytest.approx(17.0)
+    assert channel_scores(z, [1], {}, 0.0)[0, 0] == pytest.approx(1.44)
+
+
+def test_windowed_page_cusum_is_the_page_recursion_started_at_the_window():
+    rng = np.random.default_rng(9)
+    z = rng.normal(-0.3, 1.0, size=(1, 40, 3))
+    s = np.zeros(3)
+    for t in range(40):
+        s = np.maximum(0.0, s - z[0, t] - 0.5)
+    assert page_cusum(z, 40, 0.5, 0.0, "drop")[0] == pytest.approx(s)
 
 
 def test_crossfit_scales_white_noise_to_unit_z():
@@ -162,3 +191,43 @@ def test_zone_mode_scores_every_member_window_major():
     assert sc.shape == (6,) and sc[4] > 50 and max(sc[0], sc[1], sc[2]) < 50
     with pytest.raises(ValueError, match="zone 'Z9' is not in the residual bundle"):
         scoring.score_windows(bundle, zw, zt, np.array(["Z9", "Z9"]))
+
+
+def test_zone_mode_page_term_is_calibrated_saved_and_adds_up_a_small_drop():
+    rng = np.random.default_rng(7)
+    n = 1200
+    demand = np.sin(np.arange(n) / 30.0)
+    t = np.arange(n) * 300 * NS
+    wide = np.column_stack([40 + 5 * k - (2 + k) * demand + 0.05 * rng.normal(size=n) for k in range(3)])
+    times = pd.to_datetime(t, utc=True)
+    frame = pd.concat([pd.DataFrame({"sensor_id": sid, "event_time": times, "pressure": wide[:, k]})
+                       for k, sid in enumerate(["A", "B", "C"])], ignore_index=True)
+    base = ["residual.scales=[1, 3]", "residual.cusum_steps=12"]
+    on = residual.fit(frame, load_settings(None, base + ["residual.cusum_k=1.0", 'residual.cusum_sides="drop"']),
+                      None, 300 * NS, 1800 * NS)
+    off = residual.fit(frame, load_settings(None, base + ["residual.cusum_k=0"]), None, 300 * NS, 1800 * NS)
+    det = on.detector
+    assert det.cusum_k == 1.0 and det.cusum_steps == 12 and det.cusum_norm["network"].shape == (3,)
+    assert on.info["window_length"] == 12 and off.detector.page("network") is None
+    # the norm puts the Page term's 0.995 quantile on the fixed scales': the calibration tails stay alike
+    assert np.quantile(on.cal_scores, 0.995) == pytest.approx(np.quantile(off.cal_scores, 0.995), rel=0.25)
+    again = ResidualDetector.from_json(det.to_json())
+    assert again.cusum_sides == "drop" and again.cusum_norm["network"] == pytest.approx(det.cusum_norm["network"])
+    old = json.loads(det.to_json())
+    del old["cusum"]                                         # a bundle saved before the Page term scores without it
+    assert ResidualDetector.from_json(json.dumps(old)).page("network") is None
+    z = np.zeros((1, 12, 3))
+    z[0, :, 1] = -2.0                                        # B 2 residual sd low for 12 steps: (2 - 1) * 12 = 12
+    page = det.page("network")
+    assert channel_scores(z, [1, 3], det.spread["network"], det.mask_z, page)[0, 1] == pytest.approx(
+        max(12.0 / page.norm[1], 4.0, (2.0 / det.spread["network"][3][1]) ** 2))
+    assert channel_scores(-z, [1, 3], det.spread["network"], det.mask_z, page)[0, 1] == pytest.approx(
+        max(4.0, (2.0 / det.spread["network"][3][1]) ** 2))            # a rise: drop-side Page adds nothing
+
+
+def test_page_settings_are_checked():
+    from sentinel.config import ConfigError
+    with pytest.raises(ConfigError, match="residual.cusum_k"):
+        load_settings(None, ["residual.cusum_k=-1"])
+    with pytest.raises(ConfigError, match="cusum_sides"):
+        load_settings(None, ['residual.cusum_sides="up"'])

@@ -27,7 +27,12 @@ relates to the others. Per group (the pooled sensors, or a zone):
   the newest k steps' z (readings with ``|z| > residual.mask_z`` left out of k > 1: a fault's big
   readings do not keep longer scales alarmed after it ended), divided by that mean's cross-fitted
   spread and squared; the channel score is the largest over the scales (k = 1: ``z**2``). A
-  sustained small shift (a leak) shows at the longer scales, a spike at k = 1. Features mode
+  sustained small shift (a leak) shows at the longer scales, a spike at k = 1. Zone mode with
+  ``residual.cusum_k`` > 0 adds a windowed Page (CUSUM) test per member (:func:`page_cusum`): the
+  largest sum of ``-z - k`` (``residual.cusum_sides = "both"``: or of ``z - k``) over the newest j
+  steps, j up to ``residual.cusum_steps``, divided by a per-member factor that puts its
+  calibration tail on the fixed scales' (:func:`page_norm`); it adds up a persistent shift of any
+  length up to the window without choosing the length in advance. Features mode
   scores a window by the mean over its channels, zone mode scores every member (one row per
   window and member, window-major: :func:`scored_rows`).
 * **Expected values** are the predictions, in the channel's units ("41.2 m expected, 35.1 m read").
@@ -240,11 +245,42 @@ def scale_means(z: np.ndarray, scales: list[int], mask_z: float) -> dict[int, np
     return out
 
 
-def channel_scores(z: np.ndarray, scales: list[int], spread: dict[int, np.ndarray], mask_z: float) -> np.ndarray:
+@dataclass(frozen=True)
+class PageTest:
+    """The windowed Page (CUSUM) term of a group's channel scores (:func:`page_cusum`)."""
+
+    k: float                  # reference, z units: shifts smaller than this do not add up
+    steps: int                # newest steps of the window it runs over
+    sides: str                # "both" | "drop" (only z < 0 adds up: a leak lowers pressure)
+    norm: np.ndarray          # (C,) the statistic is divided by this (page_norm)
+
+
+def page_cusum(z: np.ndarray, steps: int, k: float, mask_z: float, sides: str = "both") -> np.ndarray:
+    """(m, W, C) z windows -> (m, C) windowed Page statistic: the largest over j = 0..steps of
+    the sum over the newest j steps of ``-z - k`` (a drop; ``sides = "both"``: also of ``z - k``).
+
+    That is Page's CUSUM ``S_t = max(0, S_{t-1} + x_t)`` started at 0 ``steps`` steps back, so the
+    window holds all its state. Readings with ``|z| > mask_z`` (if ``mask_z`` > 0) and non-finite
+    ones add nothing (left out, as from the longer scales).
+    """
+    seg = z[:, -steps:, :][:, ::-1, :]           # newest first
+    valid = np.isfinite(seg)
+    if mask_z:
+        valid &= np.abs(np.where(valid, seg, 0.0)) <= mask_z
+    out = np.zeros(z.shape[0:1] + z.shape[2:])
+    for sign in ((-1.0, 1.0) if sides == "both" else (-1.0,)):
+        x = np.where(valid, sign * np.where(valid, seg, 0.0) - k, 0.0)
+        out = np.maximum(out, np.cumsum(x, axis=1).max(axis=1))
+    return out
+
+
+def channel_scores(z: np.ndarray, scales: list[int], spread: dict[int, np.ndarray], mask_z: float,
+                   page: PageTest | None = None) -> np.ndarray:
     """(m, W, C) z windows -> (m, C) channel scores: the largest over the scales of
     ``(mean_k / spread_k) ** 2 * counted / k`` (k = 1: ``z ** 2``); a scale with fewer than half its
     readings counted does not score. Fewer readings make a noisier mean; weighting by the share
-    counted keeps its null spread about the same."""
+    counted keeps its null spread about the same. With ``page``, the Page statistic divided by
+    its ``norm`` is one more term."""
     means = scale_means(z, scales, mask_z)
     out = np.zeros(z.shape[0:1] + z.shape[2:])
     for k in scales:
@@ -254,6 +290,8 @@ def channel_scores(z: np.ndarray, scales: list[int], spread: dict[int, np.ndarra
         else:
             c = np.where(cnt >= k / 2, (mean / spread[k]) ** 2 * cnt / k, 0.0)
         out = np.maximum(out, c)
+    if page is not None:
+        out = np.maximum(out, page_cusum(z, page.steps, page.k, mask_z, page.sides) / page.norm)
     return out
 
 
@@ -281,6 +319,10 @@ class ResidualDetector:
     calendar: bool = False
     stuck_limit: dict[str, np.ndarray] = field(default_factory=dict)   # group -> (C,) run lengths
     drift: dict | None = None                   # DriftAdapter.to_dict() of a fresh tracker (features mode)
+    cusum_k: float = 0.0                        # zone mode: the Page term's reference (0 = no Page term)
+    cusum_steps: int = 0
+    cusum_sides: str = "both"
+    cusum_norm: dict[str, np.ndarray] = field(default_factory=dict)   # group -> (C,)
 
     # -- scoring ------------------------------------------------------------------------------
     def group_of(self, key: str) -> str:
@@ -302,6 +344,12 @@ class ResidualDetector:
         z, pred = lin.predict(a, self.exclude_z)
         return z.reshape(m, w, c), (pred * lin.sd + lin.mean).reshape(m, w, c)
 
+    def page(self, group: str) -> PageTest | None:
+        """The group's Page term, or None when the bundle has none."""
+        if not self.cusum_k or group not in self.cusum_norm:
+            return None
+        return PageTest(self.cusum_k, self.cusum_steps, self.cusum_sides, self.cusum_norm[group])
+
     def new_drift(self) -> DriftAdapter | None:
         """A tracker at the state training ended in (None when the bundle tracks no channel)."""
         if not self.drift:
@@ -316,17 +364,22 @@ class ResidualDetector:
             "groups": {g: m.to_dict() for g, m in self.groups.items()},
             "spread": {g: {str(k): v.tolist() for k, v in s.items()} for g, s in self.spread.items()},
             "stuck_limit": {g: v.tolist() for g, v in self.stuck_limit.items()},
-            "drift": self.drift}, indent=1)
+            "drift": self.drift, "cusum": {"k": self.cusum_k, "steps": self.cusum_steps, "sides": self.cusum_sides,
+                                           "norm": {g: v.tolist() for g, v in self.cusum_norm.items()}}},
+            indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> "ResidualDetector":
         d = json.loads(text)
+        cu = d.get("cusum") or {}       # bundles from before the Page term have none
         return cls(d["mode"], {g: list(c) for g, c in d["channels"].items()},
                    {g: LinearResidual.from_dict(m) for g, m in d["groups"].items()},
                    [int(k) for k in d["scales"]],
                    {g: {int(k): np.asarray(v, dtype=np.float64) for k, v in s.items()} for g, s in d["spread"].items()},
                    float(d["mask_z"]), float(d["exclude_z"]), bool(d["calendar"]),
-                   {g: np.asarray(v, dtype=np.int64) for g, v in d.get("stuck_limit", {}).items()}, d.get("drift"))
+                   {g: np.asarray(v, dtype=np.int64) for g, v in d.get("stuck_limit", {}).items()}, d.get("drift"),
+                   float(cu.get("k", 0.0)), int(cu.get("steps", 0)), str(cu.get("sides", "both")),
+                   {g: np.asarray(v, dtype=np.float64) for g, v in cu.get("norm", {}).items()})
 
 
 # -- scoring a bundle -----------------------------------------------------------------------------
@@ -422,7 +475,7 @@ def score(bundle, windows: np.ndarray, window_times: np.ndarray, sensor_ids: np.
     stuck = np.zeros((m, s_n), dtype=bool)
     for g in sorted(set(groups)):
         rows = np.array([i for i, x in enumerate(groups) if x == g])
-        c[rows] = channel_scores(z[rows], det.scales, det.spread[g], det.mask_z)
+        c[rows] = channel_scores(z[rows], det.scales, det.spread[g], det.mask_z, det.page(g))
         if g in det.stuck_limit and not calibrating:
             stuck[rows] = rules.stuck(w[rows], det.stuck_limit[g])
     win, sen = scored_rows(bundle, ids)
@@ -475,15 +528,41 @@ def fit_group(x: np.ndarray, times: np.ndarray, cal_on: bool, settings,
     return crossfit(x, cal, r.folds, r.ridge, decoupled, r.exclude_z)
 
 
-def calibration_scores(z: np.ndarray, scales: list[int], spread: dict, mask_z: float, length: int) -> np.ndarray:
+def calibration_scores(z: np.ndarray, scales: list[int], spread: dict, mask_z: float, length: int,
+                       page: PageTest | None = None) -> np.ndarray:
     """Out-of-fold z (n, C) in time order -> (n - length + 1, C) channel scores of its windows
     (:func:`channel_scores`, in chunks)."""
     if len(z) < length:
         return np.empty((0, z.shape[1]))
     view = sliding(z, length)
-    out = [channel_scores(np.ascontiguousarray(view[a:a + 2048]), scales, spread, mask_z)
+    out = [channel_scores(np.ascontiguousarray(view[a:a + 2048]), scales, spread, mask_z, page)
            for a in range(0, view.shape[0], 2048)]
     return np.concatenate(out)
+
+
+PAGE_MATCH_Q = 0.995          # the Page term's calibration quantile is put on the fixed scales' one
+
+
+def page_norm(z: np.ndarray, segments: list[np.ndarray], scales: list[int], spread: dict, mask_z: float,
+              length: int, steps: int, k: float, sides: str, q: float = PAGE_MATCH_Q) -> np.ndarray:
+    """(C,) per member: the ``q`` quantile of the Page statistic over the out-of-fold z's
+    calibration windows divided by that of the fixed scales' scores (:func:`channel_scores`), so
+    that the Page term and the fixed scales alarm about equally often on normal data and the
+    threshold (calibrated on their largest) stays at its risk."""
+    fixed, stat = [], []
+    for seg in segments:
+        if seg.size < length:
+            continue
+        view = sliding(z[seg], length)
+        for a in range(0, view.shape[0], 2048):
+            w = np.ascontiguousarray(view[a:a + 2048])
+            fixed.append(channel_scores(w, scales, spread, mask_z))
+            stat.append(page_cusum(w, steps, k, mask_z, sides))
+    if not fixed:
+        return np.ones(z.shape[1])
+    qf = np.quantile(np.concatenate(fixed), q, axis=0)
+    qs = np.quantile(np.concatenate(stat), q, axis=0)
+    return np.maximum(qs, 1e-6) / np.maximum(qf, 1e-6)
 
 
 def scales_for(settings, mode: str) -> list[int]:
@@ -632,7 +711,8 @@ def fit(frame, settings, label_col: str | None, interval_ns: int, max_gap_ns: in
     groups, spreads, limits, scores, cal_sensors, info_z = {}, {}, {}, [], [], {}
     means, fitted = {}, {}
     scales = scales_for(settings, "zone")
-    length = window_length(scales, rules.FLOOR)
+    page_steps = int(r.cusum_steps or max(scales)) if r.cusum_k else 0
+    length = window_length(scales + [page_steps], rules.FLOOR)
     for zname, members in zones.items():
         zw = al.zones.get(zname)
         if zw is None:
@@ -652,19 +732,26 @@ def fit(frame, settings, label_col: str | None, interval_ns: int, max_gap_ns: in
         segs = _segments(t, np.zeros(len(t), dtype=np.int64), max_gap_ns)
         lin, z = fit_group(x, t, cal_on, settings, dec)
         limit = rules.stuck_limit(x, quantile=STUCK_QUANTILE)
-        length = max(length, window_length(scales, int(limit.max())))
+        length = max(length, window_length(scales + [page_steps], int(limit.max())))
         groups[zname], spreads[zname], limits[zname] = lin, _spread(z, segs, scales, r.mask_z), limit
         fitted[zname] = (z, segs)
         info_z[zname] = {"members": members, "rows": int(len(x)), "decoupled": [m for m, d in zip(members, dec) if d],
                          "residual_sd_units": [float(v) for v in lin.scale * lin.sd]}
+    norms: dict[str, np.ndarray] = {}
     for zname, members in zones.items():   # calibration scores with the bundle's window length
         z, segs = fitted[zname]
+        page = None
+        if page_steps:
+            norms[zname] = page_norm(z, segs, scales, spreads[zname], r.mask_z, length, page_steps, r.cusum_k,
+                                     r.cusum_sides)
+            page = PageTest(r.cusum_k, page_steps, r.cusum_sides, norms[zname])
         for seg in segs:
-            c = calibration_scores(z[seg], scales, spreads[zname], r.mask_z, length)
+            c = calibration_scores(z[seg], scales, spreads[zname], r.mask_z, length, page)
             scores.append(c.reshape(-1))
             cal_sensors.append(np.tile(np.asarray(members, dtype=object), len(c)))
     det = ResidualDetector("zone", {z: list(m) for z, m in zones.items()}, groups, scales,
-                           spreads, r.mask_z, r.exclude_z, cal_on, limits, None)
+                           spreads, r.mask_z, r.exclude_z, cal_on, limits, None,
+                           float(r.cusum_k) if page_steps else 0.0, page_steps, r.cusum_sides, norms)
     scaler = Scaler([feats[0]], np.array([np.mean(list(means.values()))]), np.array([1.0]),
                     {m: (np.array([means[m]]), np.array([float(groups[z].sd[j])]))
                      for z, mem in zones.items() for j, m in enumerate(mem)})
