@@ -172,6 +172,10 @@ class SinkSettings:
     s3: S3Settings = field(default_factory=S3Settings)
 
 
+# spark.jvm_gc -> the JVM flag ("" = the JVM's own choice, G1 on a server-class machine).
+JVM_GC_FLAGS = {"serial": "-XX:+UseSerialGC", "parallel": "-XX:+UseParallelGC", "g1": "-XX:+UseG1GC", "default": ""}
+
+
 @dataclass(frozen=True)
 class SparkSettings:
     master: str = "local[*]"
@@ -186,6 +190,7 @@ class SparkSettings:
     executor_memory: str = ""
     rocksdb_max_memory_mb: int = 64
     malloc_arena_max: int = 2
+    jvm_gc: str = "serial"
     conf: dict[str, str] = field(default_factory=dict)
 
 
@@ -470,6 +475,8 @@ def _validate(s: Settings) -> None:
     if min(lc.false_alarm_tolerance, lc.recall_tolerance, lc.incident_margin_s, lc.drift_psi,
            lc.drift_near_rate, lc.drift_share, lc.drift_days) < 0:
         raise ConfigError("lifecycle tolerances, margins and drift settings must not be negative")
+    if s.spark.jvm_gc not in JVM_GC_FLAGS:
+        raise ConfigError(f"setting 'spark.jvm_gc' is {s.spark.jvm_gc!r}: use one of {', '.join(JVM_GC_FLAGS)}")
     for key in ("driver_memory", "executor_memory"):
         if not re.fullmatch(r"(\d+[kmgt]?)?", getattr(s.spark, key), re.I):
             raise ConfigError(f"setting 'spark.{key}' is {getattr(s.spark, key)!r}: write a JVM size like \"512m\" or \"2g\" "

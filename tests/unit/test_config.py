@@ -38,6 +38,7 @@ def test_set_overrides_parse_toml_values():
     ("sinks.enabled=[\"sqlite\",\"oracle\"]", "unknown sink 'oracle'"),
     ("sinks.postgres.dsn='postgresql://u:secret@h/db'", "PGPASSWORD"),
     ("novalue", "section.key=value"),
+    ("spark.jvm_gc='zgc'", "use one of serial, parallel, g1, default"),
 ])
 def test_bad_settings_stop_with_one_sentence(override, words):
     with pytest.raises(ConfigError) as err:
@@ -74,3 +75,18 @@ def test_example_configs_load():
     examples = sorted((DEFAULT_CONFIG.parent / "examples").glob("*.toml"))
     for path in examples + [DEFAULT_CONFIG]:
         load_settings(path)
+
+
+def test_jvm_gc_flag_goes_before_extra_java_options_unless_they_choose_a_collector():
+    from sentinel.stream.spark import _java_options
+    key = "spark.driver.extraJavaOptions"
+    sp = load_settings(None, []).spark
+    assert _java_options(sp, key) == "-XX:+UseSerialGC"
+    sp = load_settings(None, ["spark.jvm_gc='default'"]).spark
+    assert _java_options(sp, key) == ""
+    sp = load_settings(None, ["spark.jvm_gc='parallel'", 'spark.conf={"spark.driver.extraJavaOptions"="-Xss1m"}']).spark
+    assert _java_options(sp, key) == "-XX:+UseParallelGC -Xss1m"
+    assert _java_options(sp, "spark.executor.extraJavaOptions") == "-XX:+UseParallelGC"
+    # two collectors stop the JVM: the one chosen in spark.conf is kept alone
+    sp = load_settings(None, ['spark.conf={"spark.driver.extraJavaOptions"="-XX:+UseG1GC"}']).spark
+    assert _java_options(sp, key) == "-XX:+UseG1GC"

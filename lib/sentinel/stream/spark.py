@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from sentinel.config import Settings
@@ -51,6 +52,15 @@ def session(settings: Settings, app_suffix: str = "", kafka: bool = False):
         # held hundreds of MiB they no longer used. Executors' Python workers get it here; the
         # JVM inherits it from this process when the job starts its own (below).
         b = b.config("spark.executorEnv.MALLOC_ARENA_MAX", str(sp.malloc_arena_max))
+    # PySpark sets SPARK_SIMPLIFIED_TRACEBACK in the environment of the Python workers of most
+    # SQL UDFs (the parser's mapInArrow, the scoring UDF) but not of transformWithStateInPandas,
+    # and Spark keeps one worker daemon and pool per environment: parsing and window state had a
+    # daemon and workers each (~300 MiB at 100,000 sensors). Off, they share one pool; errors
+    # raised in a UDF then show PySpark's frames too.
+    b = b.config("spark.sql.execution.pyspark.udf.simplifiedTraceback.enabled", "false")
+    merged = {"spark.executor.extraJavaOptions"}   # the GC flag goes in front of what spark.conf gives
+    if java_options := _java_options(sp, "spark.executor.extraJavaOptions"):
+        b = b.config("spark.executor.extraJavaOptions", java_options)
     if sp.preload_tensorflow:  # workers fork with TensorFlow already imported (worker_daemon.py)
         b = b.config("spark.python.daemon.module", "sentinel.stream.worker_daemon")
     if sp.executor_memory:
@@ -75,13 +85,31 @@ def session(settings: Settings, app_suffix: str = "", kafka: bool = False):
             os.environ.setdefault("MALLOC_ARENA_MAX", str(sp.malloc_arena_max))
         if sp.driver_memory:  # the JVM starts here, so its heap can still be chosen
             b = b.config("spark.driver.memory", sp.driver_memory)
+        merged.add("spark.driver.extraJavaOptions")
+        if java_options := _java_options(sp, "spark.driver.extraJavaOptions"):
+            b = b.config("spark.driver.extraJavaOptions", java_options)
         if kafka:
             b = b.config("spark.jars.packages", kafka_package())
     for key, value in sp.conf.items():
-        b = b.config(key, value)
+        if key not in merged:
+            b = b.config(key, value)
     spark = b.getOrCreate()
     spark.sparkContext.setLogLevel(sp.log_level)
     return spark
+
+
+def _java_options(sp, key: str) -> str:
+    """JVM flags for ``key`` (driver or executor extraJavaOptions): ``spark.jvm_gc``'s, ahead
+    of what ``spark.conf`` gives for that key; a collector chosen there wins (the JVM refuses two).
+
+    Serial GC by default: under local[*] on a small host the job's JVM is driver and executor,
+    its live heap is ~200 MiB, and G1's remembered sets and eager heap growth cost ~350 MiB of
+    PSS at 100,000 sensors (1,414-1,460 -> 1,027-1,085 MiB, docs/sizing.md). Young pauses stay
+    at 7-30 ms there. Executors with many cores and large heaps want "parallel" or "g1"."""
+    from sentinel.config import JVM_GC_FLAGS
+    extra = sp.conf.get(key, "")
+    flag = "" if re.search(r"-XX:\+Use\w+GC\b", extra) else JVM_GC_FLAGS[sp.jvm_gc]
+    return " ".join(x for x in (flag, extra) if x)
 
 
 def under_spark_submit() -> bool:
