@@ -15,10 +15,16 @@ this order and returns the kind with a short reason:
    a leak when gradual; a shared rise of two sensors is operational.
    Spikes on every sensor (each gone after at most ``SPIKE_MAX_SUSTAINED`` readings) are
    sensor faults however many sensors show them: unrelated spikes that happen to coincide.
+   Two sensors moving in opposite directions are the leading sensor's shape (rules 3.): the
+   zone model predicts each sensor from the others, so a drop at one drags its neighbour's
+   prediction down and the neighbour reads above it, a mirror residual.
 3. **One sensor** (its neighbours did not move with it):
    - a sudden move (onset step ``SUDDEN_JUMP_RATIO`` times the usual change) gone again after
-     at most ``SPIKE_MAX_SUSTAINED`` readings -> sensor_fault (spike);
-   - noisy readings (``NOISE_ROUGHNESS`` times the usual change, up and down) -> sensor_fault;
+     at most ``SPIKE_MAX_SUSTAINED`` readings -> sensor_fault (spike); with fewer than
+     ``SPIKE_MIN_READINGS`` alarms only once the incident is closed (a burst stays for hours);
+   - noisy readings (``NOISE_ROUGHNESS`` times the usual change, up and down: at least
+     ``NOISE_MIXED_FRACTION`` of them on each side, where a leak or burst only pulls one way)
+     -> sensor_fault;
    - a sudden rise -> sensor_fault; a sudden drop that stays -> burst;
    - a gradual rise -> sensor_fault (drift: pressure does not rise at one sensor alone);
    - a gradual drop is a leak when, within ``ONSET_HORIZON_S`` of its first alarm, the reading
@@ -28,11 +34,12 @@ this order and returns the kind with a short reason:
      kind stays unknown rather than guessing.
 
 The constants were tuned on the synthetic benchmark's seed 7 only; benchmarks/incidents_synthetic.py
-reports held-out seeds apart. The network-wide rules (2.) await the network simulator's events.
+reports held-out seeds apart. The closed-spike, noise-share and mirror rules were chosen on the
+network benchmark's tuning seeds (benchmarks/quality.py --scenarios network --seeds tuning).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 KINDS = ("leak", "burst", "sensor_fault", "operational", "unknown")
 
@@ -41,7 +48,8 @@ SUDDEN_JUMP_RATIO = 10.0         # onset step / usual step change: a burst or sp
 SPIKE_MAX_SUSTAINED = 2          # readings at >= 30 % of the peak deviation: a spike has 1-2
 SPIKE_MIN_READINGS = 3           # fewer alarms than this cannot tell a spike from a burst yet
 NOISE_ROUGHNESS = 4.0            # newest steps' change over the usual: a noise burst ...
-NOISE_MIXED_FRACTION = 0.3       # ... with at least this share of its readings on each side
+NOISE_MIXED_FRACTION = 0.2       # ... with at least this share of its readings on each side
+#                                  (a leak or burst only pulls one way: its share is 0)
 ONSET_HORIZON_S = 3600.0         # how long after its first alarm a gradual drop is judged
 LEAK_MIN_DEV_FRACTION = 0.06     # a leak falls this far below the expected value in that hour
 OPERATIONAL_MIN_SENSORS = 3      # sensors moving together before it can be a pump/valve change
@@ -89,6 +97,7 @@ def evidence(inc, zone_size: int | None = None) -> Evidence:
     signs = [_onset_direction(t) for t in tracks]
     drops, rises = lead.onset_drops, lead.onset_rises
     total = max(drops + rises, 1)
+    final = getattr(inc, "closed_at", None) is not None
     return Evidence(
         n_sensors=len(tracks), zone_size=zone_size,
         onset_spread_s=(max(firsts) - min(firsts)) / 1e9,
@@ -101,15 +110,16 @@ def evidence(inc, zone_size: int | None = None) -> Evidence:
         mixed_fraction=min(drops, rises) / total,
         onset_dev_fraction=lead.onset_dev_fraction,
         watched_s=(lead.last_seen - getattr(lead, "onset_at", lead.first_seen)) / 1e9,
-        final=getattr(inc, "closed_at", None) is not None,
+        final=final,
         has_deviation=lead.observed_peak is not None or lead.dev_peak != 0,
-        all_spikes=all(_spike(t) for t in tracks))
+        all_spikes=all(_spike(t, final) for t in tracks))
 
 
-def _spike(track) -> bool:
-    """A sudden move that was gone again after at most SPIKE_MAX_SUSTAINED readings."""
-    return (track.onset_jump_ratio >= SUDDEN_JUMP_RATIO and track.readings >= SPIKE_MIN_READINGS
-            and track.sustained <= SPIKE_MAX_SUSTAINED)
+def _spike(track, final: bool = False) -> bool:
+    """A sudden move that was gone again after at most SPIKE_MAX_SUSTAINED readings (fewer than
+    SPIKE_MIN_READINGS alarms only tell once the incident is closed: no more can come)."""
+    return (track.onset_jump_ratio >= SUDDEN_JUMP_RATIO and track.sustained <= SPIKE_MAX_SUSTAINED
+            and (track.readings >= SPIKE_MIN_READINGS or final))
 
 
 def _onset_direction(track) -> int:
@@ -135,7 +145,8 @@ def classify_evidence(e: Evidence) -> tuple[str, str]:
         if e.all_spikes:  # a burst does not vanish after a reading or two on every sensor
             return "sensor_fault", f"spikes on {e.n_sensors} sensors, each gone after at most {SPIKE_MAX_SUSTAINED} readings"
         return _network(e, sudden, jump)
-    if sudden and e.readings >= SPIKE_MIN_READINGS and e.sustained <= SPIKE_MAX_SUSTAINED:
+    if sudden and e.sustained <= SPIKE_MAX_SUSTAINED and (e.readings >= SPIKE_MIN_READINGS or e.final):
+        # closed after one or two readings: a spike however few it had (a burst stays for hours)
         way = "rise" if e.direction > 0 else "drop"
         return "sensor_fault", f"spike: a sudden {way} ({jump}) gone after {e.sustained} reading(s)"
     if e.roughness >= NOISE_ROUGHNESS and e.mixed_fraction >= NOISE_MIXED_FRACTION:
@@ -175,4 +186,10 @@ def _network(e: Evidence, sudden: bool, jump: str) -> tuple[str, str]:
         return "leak", f"gradual drop seen by {e.n_sensors} sensors"
     if e.rise_sensors and not e.drop_sensors:
         return "operational", f"{e.n_sensors} sensors rose together"
+    if e.n_sensors == 2 and e.drop_sensors and e.rise_sensors:
+        # The zone model predicts each sensor from the others: a drop at one sensor drags its
+        # neighbour's prediction down, so the neighbour reads above it (a mirror residual, the
+        # other way). Two sensors in opposite directions are the leading sensor's shape.
+        kind, reason = classify_evidence(replace(e, n_sensors=1, all_spikes=False))
+        return kind, f"leading sensor: {reason}; the other sensor moved the other way (mirror of the zone model)"
     return "unknown", f"{e.n_sensors} sensors moved in different directions"
